@@ -1,0 +1,239 @@
+"""The hand-written normalizations of the seed documents, each written the way its document writes
+it (``../shared/seeds``), each declaring the conventions it fixes. Their mismatches are expected."""
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+
+from normconf.adapter import Adapter
+
+FOUR_D = "the recipe unpacks n, c, h, w = feat.shape: [N, C, H, W] input only"
+
+
+class Recipe(Adapter):
+    """Shared checks: the recipes take 4-D channels-first input, no affine parameters."""
+
+    framework = "numpy"
+    ops: tuple[str, ...] = ()
+    affine = False
+
+    def unsupported(self, case):
+        if case.op not in self.ops:
+            return f"the recipe implements only {', '.join(self.ops)}"
+        if len(case.shape) != 4:
+            return FOUR_D
+        if case.layout != "channels_first":
+            return "the recipe indexes axes of an NCHW array; it has no channels_last form"
+        if not self.affine and ("weight" in case.params and case.params["weight"] is not None
+                                or "bias" in case.params and case.params["bias"] is not None):
+            return "the recipe has no affine weight or bias"
+        return super().unsupported(case)
+
+
+class Seed000Numpy(Recipe):
+    """Seed 000, NumPy ``calc_mean_std``: ``np.var`` divides by n."""
+
+    name = "recipe-000-numpy"
+    requires = ("numpy",)
+    ops = ("instance_norm",)
+    native = {"variance": "biased"}
+    unsupported_dtypes = {"bfloat16": "NumPy has no bfloat16 dtype"}
+
+    def run(self, case, inputs):
+        def calc_mean_std(feat, eps=1e-5):
+            n, c, h, w = feat.shape
+            feat_var = np.var(feat.reshape(n, c, -1), axis=2) + eps
+            feat_std = np.sqrt(feat_var).reshape(n, c, 1, 1)
+            feat_mean = np.mean(feat.reshape(n, c, -1), axis=2).reshape(n, c, 1, 1)
+            return feat_mean, feat_std
+
+        X = np.asarray(inputs["x"], dtype=case.dtype)
+        feat_mean, feat_std = calc_mean_std(X, eps=case.params["eps"])
+        return {"y": (X - feat_mean) / feat_std}
+
+
+class Seed000Torch(Recipe):
+    """Seed 000, PyTorch ``calc_mean_std``: ``Tensor.var`` divides by n-1."""
+
+    name = "recipe-000-torch"
+    framework = "torch"
+    requires = ("torch",)
+    ops = ("instance_norm",)
+    native = {"variance": "unbiased"}
+
+    def run(self, case, inputs):
+        import torch
+
+        def calc_mean_std(feat, eps=1e-5):
+            n, c, h, w = feat.shape
+            feat_var = feat.view(n, c, -1).var(dim=2) + eps
+            feat_std = feat_var.sqrt().view(n, c, 1, 1)
+            feat_mean = feat.view(n, c, -1).mean(dim=2).view(n, c, 1, 1)
+            return feat_mean, feat_std
+
+        X = torch.tensor(inputs["x"]).to(getattr(torch, case.dtype))
+        feat_mean, feat_std = calc_mean_std(X, eps=case.params["eps"])
+        return {"y": ((X - feat_mean) / feat_std).to(torch.float64).numpy()}
+
+
+class Seed001Labml(Recipe):
+    """Seed 001, labml.ai's annotated InstanceNorm: variance as E[x^2] - E[x]^2 (from ``labml-nn``
+    when installed, else the document's own lines)."""
+
+    name = "recipe-001-labml"
+    framework = "torch"
+    requires = ("torch",)
+    ops = ("instance_norm",)
+    affine = True
+    native = {"variance": "biased"}
+
+    def unsupported(self, case):
+        if case.op in self.ops and case.layout == "channels_last":
+            return "x.view(batch_size, channels, -1) raises on a channels_last (non-contiguous) tensor"
+        if case.op in self.ops:  # the module takes [batch, channels, *]: any rank
+            return Adapter.unsupported(self, case)
+        return super().unsupported(case)
+
+    def run(self, case, inputs):
+        import torch
+
+        cls = _labml_instance_norm()
+        c = case.shape[1]
+        norm = cls(c, eps=case.params["eps"], affine=True).to(getattr(torch, case.dtype))
+        with torch.no_grad():
+            if "weight" in inputs:
+                norm.scale.copy_(torch.tensor(inputs["weight"]))
+            if "bias" in inputs:
+                norm.shift.copy_(torch.tensor(inputs["bias"]))
+            y = norm(torch.tensor(inputs["x"]).to(getattr(torch, case.dtype)))
+        return {"y": y.to(torch.float64).numpy()}
+
+
+def _labml_instance_norm():
+    if importlib.util.find_spec("labml_nn") is not None:
+        from labml_nn.normalization.instance_norm import InstanceNorm
+
+        return InstanceNorm
+    import torch
+    from torch import nn
+
+    class InstanceNorm(nn.Module):  # the document's lines 35-104, for machines without labml-nn
+        def __init__(self, channels, *, eps=1e-5, affine=True):
+            super().__init__()
+            self.channels, self.eps, self.affine = channels, eps, affine
+            if self.affine:
+                self.scale = nn.Parameter(torch.ones(channels))
+                self.shift = nn.Parameter(torch.zeros(channels))
+
+        def forward(self, x):
+            x_shape = x.shape
+            batch_size = x_shape[0]
+            assert self.channels == x.shape[1]
+            x = x.view(batch_size, self.channels, -1)
+            mean = x.mean(dim=[-1], keepdim=True)
+            mean_x2 = (x ** 2).mean(dim=[-1], keepdim=True)
+            var = mean_x2 - mean ** 2
+            x_norm = (x - mean) / torch.sqrt(var + self.eps)
+            x_norm = x_norm.view(batch_size, self.channels, -1)
+            if self.affine:
+                x_norm = self.scale.view(1, -1, 1) * x_norm + self.shift.view(1, -1, 1)
+            return x_norm.view(x_shape)
+
+    return InstanceNorm
+
+
+class Seed002EinopsTorch(Recipe):
+    """Seed 002, einops re-derivations of Instance/Layer/GroupNorm with torch's ``.std()`` (n-1)
+    and no eps."""
+
+    name = "recipe-002-einops-torch"
+    framework = "torch"
+    requires = ("torch", "einops")
+    ops = ("instance_norm", "layer_norm", "group_norm")
+    native = {"variance": "unbiased", "eps": 0.0}
+
+    def unsupported(self, case):
+        if case.op == "layer_norm" and case.params["axes"] != [1, 2, 3]:
+            return "the recipe normalizes over (c, h, w) only"
+        return super().unsupported(case)
+
+    def run(self, case, inputs):
+        import torch
+        from einops import rearrange
+
+        x = torch.tensor(inputs["x"]).to(getattr(torch, case.dtype))
+        b, c, h, w = x.shape
+        if case.op == "instance_norm":
+            x_ = rearrange(x, "b c h w -> b c (h w)")
+            mean = rearrange(x_.mean(dim=2), "b c -> b c 1 1")
+            std = rearrange(x_.std(dim=2), "b c -> b c 1 1")
+            y_ = (x - mean) / std
+        elif case.op == "layer_norm":
+            x_ = rearrange(x, "b c h w -> (h w c) b")
+            mean = rearrange(x_.mean(axis=0), "b -> b 1 1 1")
+            std = rearrange(x_.std(axis=0), "b -> b 1 1 1")
+            y_ = (x - mean) / std
+        else:
+            group_num = case.params["groups"]
+            x_ = rearrange(x, "b (g n) h w -> b g (n h w)", g=group_num)
+            mean = rearrange(x_.mean(dim=2), "b g -> b g 1")
+            std = rearrange(x_.std(dim=2), "b g -> b g 1")
+            y_ = (x_ - mean) / std
+            y_ = rearrange(y_, "b g (n h w) -> b (g n) h w", g=group_num, h=h, w=w)
+        return {"y": y_.to(torch.float64).numpy()}
+
+
+class Seed002EinopsNumpy(Recipe):
+    """Seed 002, the einops BatchNorm re-derivation on NumPy arrays: ``.std(axis=0)`` divides by n,
+    no eps, batch statistics only."""
+
+    name = "recipe-002-einops-numpy"
+    requires = ("numpy", "einops")
+    ops = ("batch_norm",)
+    native = {"variance": "biased", "eps": 0.0}
+    unsupported_dtypes = {"bfloat16": "NumPy has no bfloat16 dtype"}
+
+    def unsupported(self, case):
+        if case.op == "batch_norm" and not case.params["training"]:
+            return "the recipe has no running statistics: batch statistics (training) only"
+        return super().unsupported(case)
+
+    def unsupported_outputs(self, case):
+        why = "the recipe computes batch statistics only and keeps no running statistics"
+        return {"running_mean": why, "running_var": why}
+
+    def run(self, case, inputs):
+        from einops import rearrange
+
+        image = rearrange(np.asarray(inputs["x"], dtype=case.dtype), "b c h w -> b h w c")
+        image_ = rearrange(image, "b h w c -> (b h w) c")
+        mean = rearrange(image_.mean(axis=0), "c -> 1 1 1 c")
+        std = rearrange(image_.std(axis=0), "c -> 1 1 1 c")
+        y_ = (image - mean) / std
+        return {"y": rearrange(y_, "b h w c -> b c h w")}
+
+
+class Seed004CalculateNorm(Recipe):
+    """Seed 004, ``calculate_norm``: the mean over images of each image's ``np.std``, not the
+    pooled std of the dataset."""
+
+    name = "recipe-004-calculate-norm"
+    requires = ("numpy",)
+    ops = ("channel_stats",)
+    native = {"method": "per_image_mean", "variance": "biased"}
+    unsupported_dtypes = {"bfloat16": "NumPy has no bfloat16 dtype"}
+
+    def run(self, case, inputs):
+        dataset = [(img, 0) for img in np.asarray(inputs["x"], dtype=case.dtype)]  # (image, label) pairs
+
+        def calculate_norm(dataset):
+            mean_ = np.array([np.mean(x, axis=(1, 2)) for x, _ in dataset])
+            std_ = np.array([np.std(x, axis=(1, 2)) for x, _ in dataset])
+            return mean_.mean(axis=0), std_.mean(axis=0)
+
+        mean, std = calculate_norm(dataset)
+        return {"mean": mean, "std": std}
+
+
+RECIPES = [Seed000Numpy, Seed000Torch, Seed001Labml, Seed002EinopsTorch, Seed002EinopsNumpy, Seed004CalculateNorm]

@@ -1,0 +1,31 @@
+"""normconf: a cross-framework conformance suite for normalization layers.
+
+Importing this package imports no framework (NumPy and PyYAML only).
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+
+def reproduce(case_file: str, case_id: str, adapter: str, adapter_specs=()) -> dict:
+    """Run one (case, adapter) pair outside pytest and return its result record.
+
+    >>> r = reproduce("cases/seeds.yaml", "blog_2x3x5x5_biased", "numpy")  # doctest: +SKIP
+    >>> r["status"]
+    'pass'
+    """
+    from pathlib import Path
+
+    from . import known
+    from .adapter import registry
+    from .cases import load_file
+    from .engine import evaluate
+
+    cases, errors = load_file(case_file)
+    match = [c for c in cases if c.id == case_id]
+    if not match:
+        raise KeyError(f"{case_file}: no case {case_id!r}" + (f" ({errors[0]})" if errors else ""))
+    entries = known.load(Path(case_file).parent / "known_discrepancies.yaml")
+    result = evaluate(match[0], registry(adapter_specs)[adapter], entries)
+    result.pop("arrays", None)
+    return result

@@ -1,0 +1,456 @@
+"""Case files: load, validate, merge ``defaults:``, expand ``matrix:``.
+
+A case file is YAML read with ``yaml.safe_load`` only::
+
+    defaults: {input: {dtype: float32}}
+    cases:
+      - id: small
+        op: instance_norm
+        input: {shape: [2, 3, 5, 5], generator: {dist: normal, mean: 0, std: 1, seed: 0}}
+        params: {eps: 1.0e-5}
+
+>>> cases, errors = load_text("cases: [{id: a, op: layer_norm, input: {shape: [2, 4]}}]", "demo.yaml")
+>>> cases[0].key, cases[0].params["axes"], errors
+('demo/a', [1], [])
+
+Every problem is a :class:`CaseError` naming the file, the case, the key, what was found and
+what is allowed; one bad case never stops the others from loading.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+OPS = ("instance_norm", "batch_norm", "layer_norm", "group_norm", "normalize", "channel_stats")
+DTYPES = ("float64", "float32", "float16", "bfloat16")
+LAYOUTS = ("channels_first", "channels_last")
+ID_RE = re.compile(r"^[a-z0-9_.-]+$")
+CASE_KEYS = ("id", "description", "source", "op", "input", "params", "expect", "matrix", "tags")
+INPUT_KEYS = ("shape", "layout", "dtype", "data", "generator")
+GENERATOR_KEYS = {"normal": ("dist", "mean", "std", "seed"), "uniform": ("dist", "low", "high", "seed"),
+                  "constant": ("dist", "value", "seed")}
+DIVISORS = ("biased", "unbiased")
+
+# Which parameters each op takes, and their canonical defaults (DESIGN.md). ``REQUIRED`` has no default.
+REQUIRED = object()
+_AFFINE = {"eps": 1.0e-5, "variance": "biased", "weight": None, "bias": None}
+PARAMS: dict[str, dict[str, Any]] = {
+    "instance_norm": dict(_AFFINE),
+    "layer_norm": dict(_AFFINE, axes=None),
+    "group_norm": dict(_AFFINE, groups=REQUIRED),
+    "batch_norm": dict(_AFFINE, training=True, momentum=0.1, running_mean=None, running_var=None,
+                       running_variance="biased", steps=1),
+    "normalize": {"mean": REQUIRED, "std": REQUIRED},
+    "channel_stats": {"variance": "biased", "method": "pooled"},
+}
+OUTPUTS = {"instance_norm": ("y",), "layer_norm": ("y",), "group_norm": ("y",), "normalize": ("y",),
+           "batch_norm": ("y", "running_mean", "running_var"), "channel_stats": ("mean", "std")}
+
+
+class CaseError(Exception):
+    """A malformed case: where it is, which key, what was found, what is allowed."""
+
+    def __init__(self, file: str, case_id: str | None, key: str | None, found: Any, allowed: str):
+        self.file, self.case_id, self.key, self.found, self.allowed = file, case_id, key, found, allowed
+        where = f"{file}: case {case_id!r}" if case_id is not None else f"{file}"
+        what = f"key {key!r}: " if key else ""
+        super().__init__(f"{where}: {what}found {_short(found)}; allowed: {allowed}")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+@dataclass
+class Case:
+    """One validated case after ``defaults:`` merging and ``matrix:`` expansion."""
+
+    file: str
+    id: str
+    op: str
+    shape: tuple[int, ...]
+    layout: str
+    dtype: str
+    data: Any | None
+    generator: dict | None
+    params: dict
+    expect_values: dict = field(default_factory=dict)
+    tolerance: dict | None = None
+    tags: tuple[str, ...] = ()
+    description: str = ""
+    source: str = ""
+    raw: dict = field(default_factory=dict)
+
+    @property
+    def stem(self) -> str:
+        return Path(self.file).stem
+
+    @property
+    def key(self) -> str:
+        """``<file stem>/<case id>``: the name used in pytest ids, JSON and known discrepancies."""
+        return f"{self.stem}/{self.id}"
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        if self.op == "batch_norm" and not self.params["training"]:
+            return ("y",)
+        return OUTPUTS[self.op]
+
+    def with_params(self, **changes) -> "Case":
+        """The same case with some parameters changed (used for native conventions)."""
+        clone = copy.copy(self)
+        clone.params = {**self.params, **changes}
+        return clone
+
+
+def load_file(path: str | Path) -> tuple[list[Case], list[CaseError]]:
+    """Load one case file. Returns the valid cases and one error per invalid one."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        return [], [CaseError(str(path), None, None, exc.strerror, "a readable YAML file")]
+    return load_text(text, str(path))
+
+
+def load_text(text: str, file: str) -> tuple[list[Case], list[CaseError]]:
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        return [], [CaseError(file, None, None, f"YAML that does not parse{where}: {problem}",
+                              "plain YAML (safe_load: no !!python tags)")]
+    if not isinstance(doc, dict):
+        return [], [CaseError(file, None, None, type(doc).__name__, "a mapping with 'cases:' (and optional 'defaults:')")]
+    unknown = set(doc) - {"defaults", "cases"}
+    if unknown:
+        return [], [CaseError(file, None, sorted(unknown)[0], sorted(unknown), "top-level keys: defaults, cases")]
+    defaults = doc.get("defaults") or {}
+    entries = doc.get("cases")
+    if not isinstance(defaults, dict):
+        return [], [CaseError(file, None, "defaults", defaults, "a mapping merged into every case")]
+    if not isinstance(entries, list):
+        return [], [CaseError(file, None, "cases", entries, "a list of cases")]
+    cases, errors, seen = [], [], set()
+    for index, entry in enumerate(entries):
+        label = entry.get("id") if isinstance(entry, dict) and isinstance(entry.get("id"), str) else f"#{index}"
+        try:
+            if not isinstance(entry, dict):
+                raise CaseError(file, label, None, entry, "a mapping with id, op, input, ...")
+            merged = _merge(defaults, entry)
+            for expanded in _expand(merged, file, label):
+                case = _validate(expanded, file)
+                if case.id in seen:
+                    raise CaseError(file, case.id, "id", case.id, "ids unique within their file")
+                seen.add(case.id)
+                cases.append(case)
+        except CaseError as exc:
+            errors.append(exc)
+    return cases, errors
+
+
+def load_paths(paths) -> tuple[list[Case], list[CaseError]]:
+    """Load every case file among ``paths`` (files or folders, searched for ``*.yaml``)."""
+    cases, errors = [], []
+    for path in case_files(paths):
+        got, bad = load_file(path)
+        cases += got
+        errors += bad
+    return cases, errors
+
+
+def case_files(paths) -> list[Path]:
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*.y*ml") if is_case_file(p))
+        else:
+            files.append(path)
+    return files
+
+
+def is_case_file(path: Path) -> bool:
+    return path.suffix in (".yaml", ".yml") and path.name not in ("known_discrepancies.yaml",)
+
+
+def _merge(base: Any, over: Any) -> Any:
+    if isinstance(base, dict) and isinstance(over, dict):
+        out = dict(base)
+        for key, value in over.items():
+            out[key] = _merge(base[key], value) if key in base else value
+        return out
+    return copy.deepcopy(over)
+
+
+def _expand(entry: dict, file: str, label: str):
+    matrix = entry.get("matrix")
+    if matrix is None:
+        yield entry
+        return
+    if not isinstance(matrix, dict) or not matrix:
+        raise CaseError(file, label, "matrix", matrix, "a mapping {dotted.key: [values, ...]}")
+    keys = list(matrix)
+    for key in keys:
+        if not isinstance(key, str) or key.split(".")[0] not in ("input", "params", "expect"):
+            raise CaseError(file, label, "matrix", key, "dotted keys under input., params. or expect.")
+        if not isinstance(matrix[key], list) or not matrix[key]:
+            raise CaseError(file, label, f"matrix.{key}", matrix[key], "a non-empty list of values")
+    for combo in itertools.product(*(matrix[k] for k in keys)):
+        case = copy.deepcopy({k: v for k, v in entry.items() if k != "matrix"})
+        suffix = []
+        for key, value in zip(keys, combo):
+            node = case
+            *parents, last = key.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    raise CaseError(file, label, f"matrix.{key}", node, "a path through mappings")
+            node[last] = value
+            suffix.append(f"{last}={_fmt(value)}")
+        case["id"] = f"{entry.get('id')}@{','.join(suffix)}"
+        yield case
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return "x".join(map(_fmt, value))
+    return str(value).lower()
+
+
+# ----------------------------------------------------------------------------- validation
+
+def _validate(entry: dict, file: str) -> Case:
+    cid = entry.get("id")
+    if not isinstance(cid, str) or not ID_RE.match(cid.split("@")[0]):
+        raise CaseError(file, cid if isinstance(cid, str) else None, "id", cid, "a string of [a-z0-9_.-]+")
+
+    def err(key, found, allowed):
+        return CaseError(file, cid, key, found, allowed)
+
+    for key in entry:
+        if key not in CASE_KEYS:
+            raise err(key, key, ", ".join(CASE_KEYS))
+    op = entry.get("op")
+    if op not in OPS:
+        raise err("op", op, ", ".join(OPS))
+    for key in ("description", "source"):
+        if key in entry and not isinstance(entry[key], str):
+            raise err(key, entry[key], "text")
+    tags = entry.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise err("tags", tags, "a list of words")
+
+    inp = entry.get("input")
+    if not isinstance(inp, dict):
+        raise err("input", inp, "a mapping with shape and data or generator")
+    for key in inp:
+        if key not in INPUT_KEYS:
+            raise err(f"input.{key}", key, ", ".join(INPUT_KEYS))
+    shape = inp.get("shape")
+    if not (isinstance(shape, list) and shape and all(_is_int(d) and d >= 1 for d in shape)):
+        raise err("input.shape", shape, "a list of positive integers [N, C, *spatial]")
+    rank = len(shape)
+    if op == "layer_norm":
+        if rank < 2:
+            raise err("input.shape", shape, "layer_norm: rank 2 or more")
+    elif not 2 <= rank <= 5:
+        raise err("input.shape", shape, f"{op}: [N, C] plus 0 to 3 spatial dims (rank 2 to 5)")
+    if op == "instance_norm" and rank < 3:
+        raise err("input.shape", shape, "instance_norm: at least one spatial dim, [N, C, L] or more")
+    layout = inp.get("layout", "channels_first")
+    if layout not in LAYOUTS:
+        raise err("input.layout", layout, ", ".join(LAYOUTS))
+    dtype = inp.get("dtype", "float32")
+    if dtype not in DTYPES:
+        raise err("input.dtype", dtype, ", ".join(DTYPES))
+    data, generator = inp.get("data"), inp.get("generator")
+    if data is not None and generator is not None:
+        raise err("input", "both data and generator", "one of input.data or input.generator")
+    if data is not None:
+        found = _nested_shape(data)
+        if found != list(shape):
+            raise err("input.data", f"nested list of shape {found}", f"a nested list of shape {list(shape)} (input.shape)")
+    else:
+        generator = _generator(generator if generator is not None else {"dist": "normal"}, err, "input.generator")
+
+    params = _params(op, entry.get("params") or {}, shape, err)
+    if op == "batch_norm" and params["steps"] > 1 and data is not None:
+        raise err("params.steps", params["steps"], "1 with literal input.data (later steps need input.generator)")
+    if op == "batch_norm" and params["steps"] > 1 and not params["training"]:
+        raise err("params.steps", params["steps"], "1 when training is false")
+
+    expect = entry.get("expect") or {}
+    if not isinstance(expect, dict):
+        raise err("expect", expect, "a mapping with values and/or tolerance")
+    for key in expect:
+        if key not in ("values", "tolerance"):
+            raise err(f"expect.{key}", key, "values, tolerance")
+    values = expect.get("values") or {}
+    if not isinstance(values, dict):
+        raise err("expect.values", values, "a mapping {output name: nested list}")
+    outputs = OUTPUTS[op] if not (op == "batch_norm" and not params["training"]) else ("y",)
+    for name, value in values.items():
+        if name not in outputs:
+            raise err(f"expect.values.{name}", name, f"outputs of {op}: {', '.join(outputs)}")
+        if _nested_shape(value) is None:
+            raise err(f"expect.values.{name}", value, "a nested list of numbers")
+    tolerance = expect.get("tolerance")
+    if tolerance is not None:
+        if not isinstance(tolerance, dict) or set(tolerance) - {"atol", "rtol"} or not tolerance:
+            raise err("expect.tolerance", tolerance, "{atol: number >= 0, rtol: number >= 0}")
+        for key, value in tolerance.items():
+            if not _is_num(value) or value < 0:
+                raise err(f"expect.tolerance.{key}", value, "a number >= 0")
+
+    return Case(file=file, id=cid, op=op, shape=tuple(shape), layout=layout, dtype=dtype, data=data,
+                generator=generator, params=params, expect_values=values, tolerance=tolerance,
+                tags=tuple(tags), description=entry.get("description", ""), source=entry.get("source", ""),
+                raw=entry)
+
+
+def _params(op: str, given: Any, shape: list[int], err) -> dict:
+    if not isinstance(given, dict):
+        raise err("params", given, "a mapping of parameters")
+    spec = PARAMS[op]
+    for key in given:
+        if key not in spec:
+            raise err(f"params.{key}", key, f"parameters of {op}: {', '.join(spec)}")
+    params = {}
+    for key, default in spec.items():
+        if key not in given or (given[key] is None and key != "momentum"):
+            if default is REQUIRED:
+                raise err(f"params.{key}", "nothing", f"{key} is required for {op}")
+            params[key] = default
+        else:
+            params[key] = given[key]
+    n, c, rank = shape[0], shape[1], len(shape)
+    if "eps" in params:
+        eps = params["eps"]
+        if not _is_num(eps) or not math.isfinite(eps) or eps < 0:
+            raise err("params.eps", eps, "a finite number >= 0")
+        params["eps"] = float(eps)
+    for key in ("variance", "running_variance"):
+        if key in params and params[key] not in DIVISORS:
+            raise err(f"params.{key}", params[key], "biased, unbiased")
+    if op == "group_norm":
+        groups = params["groups"]
+        if not _is_int(groups) or groups < 1:
+            raise err("params.groups", groups, "a positive integer")
+        if c % groups:
+            raise err("params.groups", groups, f"a divisor of C = {c}")
+    if op == "layer_norm":
+        axes = params["axes"]
+        if axes is None:
+            axes = list(range(1, rank))
+        if not isinstance(axes, list) or not axes or not all(_is_int(a) and -rank <= a < rank for a in axes):
+            raise err("params.axes", axes, f"a non-empty list of dims in [-{rank}, {rank})")
+        norm = sorted(a % rank for a in axes)
+        if len(set(norm)) != len(norm):
+            raise err("params.axes", axes, "distinct dims")
+        params["axes"] = norm
+    if op == "batch_norm":
+        if not isinstance(params["training"], bool):
+            raise err("params.training", params["training"], "true, false")
+        momentum = params["momentum"]
+        if momentum is not None and (not _is_num(momentum) or not 0 <= momentum <= 1):
+            raise err("params.momentum", momentum, "a number in [0, 1], or null for a cumulative average")
+        if not _is_int(params["steps"]) or params["steps"] < 1:
+            raise err("params.steps", params["steps"], "an integer >= 1")
+    if op == "normalize":
+        for key in ("mean", "std"):
+            value = params[key]
+            if _is_num(value):
+                value = [value] * c
+            if not (isinstance(value, list) and len(value) == c and all(_is_num(v) for v in value)):
+                raise err(f"params.{key}", value, f"a number or a list of C = {c} numbers")
+            if key == "std" and any(v == 0 or not math.isfinite(v) for v in value):
+                raise err("params.std", value, "finite, non-zero numbers")
+            params[key] = [float(v) for v in value]
+    if op == "channel_stats" and params["method"] not in ("pooled", "per_image_mean"):
+        raise err("params.method", params["method"], "pooled, per_image_mean")
+    # Per-channel arrays: literal or {generator: ...}.
+    for key in ("weight", "bias", "running_mean", "running_var"):
+        if key not in params or params[key] is None:
+            continue
+        want = [c] if op != "layer_norm" else [shape[a] for a in params["axes"]]
+        params[key] = _array_param(params[key], want, f"params.{key}", err)
+        if key == "running_var" and isinstance(params[key], list) and any(v < 0 for v in _flat(params[key])):
+            raise err("params.running_var", params[key], "values >= 0")
+    return params
+
+
+def _array_param(value: Any, want: list[int], key: str, err):
+    if isinstance(value, dict):
+        if set(value) != {"generator"}:
+            raise err(key, value, "a literal list or {generator: {dist: ..., seed: ...}}")
+        return {"generator": _generator(value["generator"], err, f"{key}.generator")}
+    found = _nested_shape(value)
+    if found != want:
+        raise err(key, f"shape {found}" if found is not None else value, f"a list of shape {want}")
+    return value
+
+
+def _generator(gen: Any, err, key: str) -> dict:
+    if not isinstance(gen, dict) or gen.get("dist") not in GENERATOR_KEYS:
+        raise err(key, gen, "{dist: normal|uniform|constant, ...}")
+    dist = gen["dist"]
+    for name in gen:
+        if name not in GENERATOR_KEYS[dist]:
+            raise err(f"{key}.{name}", name, f"keys of {dist}: {', '.join(GENERATOR_KEYS[dist])}")
+    defaults = {"normal": {"mean": 0.0, "std": 1.0}, "uniform": {"low": 0.0, "high": 1.0},
+                "constant": {"value": 0.0}}[dist]
+    out = {"dist": dist, **defaults, "seed": 0}
+    for name, value in gen.items():
+        if name == "dist":
+            continue
+        if name == "seed":
+            if not _is_int(value) or value < 0:
+                raise err(f"{key}.seed", value, "an integer >= 0")
+        elif not _is_num(value) or not math.isfinite(value):
+            raise err(f"{key}.{name}", value, "a finite number")
+        out[name] = value
+    if dist == "normal" and out["std"] < 0:
+        raise err(f"{key}.std", out["std"], "a number >= 0")
+    if dist == "uniform" and out["high"] < out["low"]:
+        raise err(f"{key}.high", out["high"], f"a number >= low ({out['low']})")
+    return out
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_num(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _nested_shape(value: Any) -> list[int] | None:
+    """Shape of a rectangular nested list of numbers, or None when it is not one."""
+    if _is_num(value):
+        return []
+    if not isinstance(value, list) or not value:
+        return None
+    shapes = [_nested_shape(v) for v in value]
+    if any(s is None for s in shapes) or any(s != shapes[0] for s in shapes):
+        return None
+    return [len(value)] + shapes[0]
+
+
+def _flat(value):
+    if isinstance(value, list):
+        for v in value:
+            yield from _flat(v)
+    else:
+        yield value

@@ -1,0 +1,111 @@
+"""Comparing outputs: metrics, per-dtype tolerances, NaN/inf rules.
+
+>>> import numpy as np
+>>> m = compare(np.array([1.0, 2.0]), np.array([1.0, 2.5]), "float32", atol=1e-6, rtol=1e-6)
+>>> m["max_abs"], m["worst_index"], m["ok"]
+(0.5, [1], False)
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+# p = mantissa bits (with the implicit one), emin = smallest normal exponent.
+FORMATS = {"float64": (53, -1022), "float32": (24, -126), "float16": (11, -14), "bfloat16": (8, -126)}
+# Unit roundoff u = 2**-p of each dtype.
+UNIT = {name: 2.0 ** -p for name, (p, _) in FORMATS.items()}
+# A correct implementation of a half-precision op accumulates in float32: the precision that the
+# conditioning term of the tolerance is charged at.
+ACCUMULATION = {"float64": "float64", "float32": "float32", "float16": "float32", "bfloat16": "float32"}
+# Multiples of u in the default tolerance (see README, "Tolerances"): float64/float32 pay for a
+# reduction over n values and a handful of roundings after it; float16/bfloat16 outputs are one
+# rounding of a float32 result, plus the roundings of an affine step done in the input dtype.
+FACTOR = {"float64": 16, "float32": 16, "float16": 4, "bfloat16": 4}
+
+
+def default_tolerance(dtype: str, condition: float = 1.0, output: str = "y") -> dict:
+    """``{atol, rtol}`` for ``dtype``.
+
+    ``atol = k u + k u_acc kappa`` for normalized outputs, where ``kappa = max |mean| / std`` of the
+    normalized slices (see :func:`normconf.oracle.condition`): rounding the mean in the
+    accumulation dtype moves every output by about ``u_acc |mean| / std``, however correct the
+    implementation. Statistics outputs (running stats, channel_stats) get ``k u`` in both.
+    """
+    k, u = FACTOR[dtype], UNIT[dtype]
+    atol = k * u
+    if output == "y":
+        atol += k * UNIT[ACCUMULATION[dtype]] * max(1.0, condition)
+    return {"atol": float(atol), "rtol": float(k * u)}
+
+
+def ulp(values: np.ndarray, dtype: str) -> np.ndarray:
+    """The spacing of ``dtype`` at each of ``values`` (subnormal spacing below the normal range)."""
+    p, emin = FORMATS[dtype]
+    mag = np.abs(np.asarray(values, dtype=np.float64))
+    with np.errstate(divide="ignore"):
+        exp = np.floor(np.log2(np.where(mag > 0, mag, 1.0)))
+    exp = np.maximum(np.where(mag > 0, exp, emin), emin)
+    return np.ldexp(1.0, (exp - (p - 1)).astype(np.int64))
+
+
+def compare(expected, actual, dtype: str, atol: float, rtol: float) -> dict:
+    """Metrics of ``actual`` against ``expected`` and whether every element is within tolerance.
+
+    Passing: ``|actual - expected| <= atol + rtol * |expected|`` everywhere; NaN must meet NaN in the
+    same place, and inf the same inf. ``worst_index`` is the element furthest out of tolerance.
+    """
+    e = np.asarray(expected, dtype=np.float64)
+    a = np.asarray(actual, dtype=np.float64)
+    if e.shape != a.shape:
+        raise ValueError(f"shape {list(a.shape)} where {list(e.shape)} was expected")
+    both_nan = np.isnan(e) & np.isnan(a)
+    same_inf = np.isinf(e) & (e == a)
+    special = both_nan | same_inf
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        diff = np.where(special, 0.0, np.abs(a - e))
+        diff = np.where(np.isnan(diff), np.inf, diff)  # NaN against a number, inf against another
+        allowed = atol + rtol * np.where(np.isfinite(e), np.abs(e), 0.0)
+        ratio = np.where(allowed > 0, diff / allowed, np.where(diff > 0, np.inf, 0.0))
+        rel = np.where(np.abs(e) > 0, diff / np.abs(e), np.where(diff > 0, np.inf, 0.0))
+        ulps = diff / ulp(np.where(np.isfinite(e), e, 0.0), dtype)
+    bad = diff > allowed
+    if e.size:
+        worst = np.unravel_index(int(np.argmax(np.where(np.isnan(ratio), np.inf, ratio))), e.shape)
+    else:
+        worst = ()
+    return {
+        "max_abs": _num(diff.max()) if e.size else 0.0,
+        "max_rel": _num(rel.max()) if e.size else 0.0,
+        "max_ulp": _num(ulps.max()) if e.size else 0.0,
+        "worst_index": [int(i) for i in worst],
+        "expected_at_worst": _num(e[worst]) if e.size else None,
+        "actual_at_worst": _num(a[worst]) if e.size else None,
+        "ratio": _num(ratio.max()) if e.size else 0.0,
+        "bad": int(bad.sum()),
+        "nan_expected": int(np.isnan(e).sum()),
+        "nan_actual": int(np.isnan(a).sum()),
+        "atol": float(atol),
+        "rtol": float(rtol),
+        "ok": not bool(bad.any()),
+    }
+
+
+def _num(value) -> float | str:
+    """JSON-safe float: non-finite values as strings ('inf', 'nan')."""
+    value = float(value)
+    return value if math.isfinite(value) else str(value)
+
+
+def decimals(values) -> int:
+    """Decimal places of the shortest repr of the numbers in a nested list (how they were printed)."""
+    most = 0
+    for v in np.asarray(values, dtype=np.float64).reshape(-1):
+        text = repr(float(v))
+        if "e" in text:
+            mant, exp = text.split("e")
+            places = len(mant.split(".")[1]) if "." in mant else 0
+            most = max(most, places - int(exp))
+        elif "." in text:
+            most = max(most, len(text.split(".")[1].rstrip("0")))
+    return most

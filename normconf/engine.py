@@ -1,0 +1,199 @@
+"""Running one (case, adapter) pair and judging it: the heart of every pytest item.
+
+>>> from normconf.cases import load_text
+>>> from adapters.numpy_adapter import NumpyAdapter
+>>> case = load_text("cases: [{id: a, op: instance_norm, input: {shape: [2, 3, 4]}}]", "d.yaml")[0][0]
+>>> evaluate(case, NumpyAdapter())["status"]
+'pass'
+"""
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import oracle
+from .adapter import Adapter
+from .cases import Case
+from .compare import compare, decimals, default_tolerance
+from .inputs import generate
+from .known import Known
+
+
+@dataclass
+class CaseContext:
+    """Everything computed once per case, shared by all its adapters."""
+
+    case: Case
+    inputs: dict
+    expected: dict
+    condition: float
+    tolerance: dict
+    problem: str | None = None  # the oracle disagrees with the case's expect.values
+    _variants: dict = field(default_factory=dict)
+
+    def variant(self, changes: dict) -> dict:
+        """Oracle outputs with some parameters changed (a native convention), cached."""
+        key = tuple(sorted((k, repr(v)) for k, v in changes.items()))
+        if key not in self._variants:
+            self._variants[key] = oracle.reference(self.case.with_params(**changes), self.inputs)
+        return self._variants[key]
+
+
+_CONTEXTS: dict[tuple[str, str], CaseContext] = {}
+
+
+def context(case: Case) -> CaseContext:
+    """Inputs, oracle outputs and tolerances of ``case``, computed once per process."""
+    key = (case.file, case.id)
+    ctx = _CONTEXTS.get(key)
+    if ctx is None or ctx.case is not case and ctx.case.raw != case.raw:
+        inputs = generate(case)
+        expected = oracle.reference(case, inputs)
+        kappa = oracle.condition(case, inputs)
+        tolerance = {name: dict(case.tolerance) if case.tolerance else default_tolerance(case.dtype, kappa, name)
+                     for name in expected}
+        for name in tolerance:
+            tolerance[name].setdefault("atol", 0.0)
+            tolerance[name].setdefault("rtol", 0.0)
+        ctx = CaseContext(case, inputs, expected, kappa, tolerance)
+        ctx.problem = _check_values(case, expected, tolerance)
+        _CONTEXTS[key] = ctx
+    return ctx
+
+
+def forget(case: Case) -> None:
+    _CONTEXTS.pop((case.file, case.id), None)
+
+
+def values_tolerance(case: Case, name: str, tolerance: dict) -> dict:
+    """Literal expected values are checked to the precision they are written in."""
+    quantum = 0.5 * 10.0 ** -decimals(case.expect_values[name])
+    return {"atol": max(tolerance["atol"], quantum), "rtol": tolerance["rtol"]}
+
+
+def _check_values(case: Case, expected: dict, tolerance: dict) -> str | None:
+    for name in case.expect_values:
+        want = np.asarray(case.expect_values[name], dtype=np.float64)
+        tol = values_tolerance(case, name, tolerance[name])
+        try:
+            m = compare(want, expected[name], "float64", **tol)
+        except ValueError as exc:
+            return f"expect.values.{name}: {exc}"
+        if not m["ok"]:
+            return (f"the oracle disagrees with expect.values.{name}: max |diff| {m['max_abs']:.3g} at "
+                    f"{m['worst_index']} (oracle {m['actual_at_worst']!r}, literal {m['expected_at_worst']!r})")
+    return None
+
+
+def evaluate(case: Case, adapter: Adapter, known: list[Known] = ()) -> dict:
+    """Run ``adapter`` on ``case`` and judge it. Returns the result record of conformance.json, plus
+    ``arrays`` (the adapter's outputs, canonical order) which is not serialized."""
+    result = {"case": case.key, "adapter": adapter.name, "op": case.op, "dtype": case.dtype,
+              "layout": case.layout, "shape": list(case.shape), "tags": list(case.tags),
+              "status": None, "reason": None, "outputs": {}, "explanation": None, "seconds": 0.0,
+              "native": {}, "known": None, "arrays": {}}
+    reason = adapter.available()
+    if reason:
+        return dict(result, status="unavailable", reason=reason)
+    reason = adapter.unsupported(case)
+    if reason:
+        return dict(result, status="unsupported", reason=reason)
+    ctx = context(case)
+    if ctx.problem:
+        return dict(result, status="error", reason=f"case error: {ctx.problem}")
+    start = time.perf_counter()
+    try:
+        actual = adapter.run(case, {k: _readonly(v) for k, v in ctx.inputs.items()})
+    except Exception as exc:
+        result["seconds"] = time.perf_counter() - start
+        tb = traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-3)
+        return dict(result, status="error", reason=f"{adapter.name} raised {type(exc).__name__}: {exc}",
+                    traceback="".join(tb))
+    result["seconds"] = time.perf_counter() - start
+
+    missing = adapter.unsupported_outputs(case)
+    wanted = [name for name in case.outputs if name not in missing]
+    result["unsupported_outputs"] = {k: v for k, v in missing.items() if k in case.outputs}
+    if not wanted:
+        return dict(result, status="unsupported", reason="; ".join(f"{k}: {v}" for k, v in missing.items()))
+    for name in wanted:
+        if name not in actual:
+            return dict(result, status="error", reason=f"{adapter.name} returned no {name!r} (got {sorted(actual)})")
+        result["arrays"][name] = np.asarray(actual[name])
+
+    native = {k: v for k, v in adapter.native_for(case).items() if case.params.get(k) != v}
+    variant = ctx.variant(native) if native else None
+    entries = [k for k in known if k.matches(case.key, adapter.name, case.dtype)]
+    result["native"] = native
+    failed, excused, stale = [], [], []
+    for name in wanted:
+        got = result["arrays"][name]
+        try:
+            metrics = compare(ctx.expected[name], got, case.dtype, **ctx.tolerance[name])
+        except ValueError as exc:
+            return dict(result, status="error", reason=f"output {name!r}: {exc}")
+        ok = metrics["ok"]
+        if name in case.expect_values:
+            vs = compare(np.asarray(case.expect_values[name]), got, case.dtype,
+                         **values_tolerance(case, name, ctx.tolerance[name]))
+            metrics["vs_values"] = {k: vs[k] for k in ("max_abs", "worst_index", "atol", "ok")}
+            ok = ok and vs["ok"]
+        if variant is not None:
+            as_native = compare(variant[name], got, case.dtype, **ctx.tolerance[name])
+            native_differs = not compare(variant[name], ctx.expected[name], case.dtype, **ctx.tolerance[name])["ok"]
+            metrics["vs_native"] = {k: as_native[k] for k in ("max_abs", "ratio", "ok")}
+            if not ok and as_native["ok"]:
+                excused.append((name, "native", _native_text(adapter, native)))
+            elif ok and native_differs and not as_native["ok"]:
+                stale.append((name, f"{adapter.name} declares native {native} but its {name!r} matches the "
+                                    f"case's own convention"))
+        result["outputs"][name] = metrics
+        if ok or any(e[0] == name for e in excused):
+            continue
+        entry = next((k for k in entries if k.covers(name)), None)
+        if entry is not None:
+            excused.append((name, "known", f"{entry.label()}: {entry.reason} [{entry.cause}] {entry.link}"))
+            result["known"] = {"index": entry.index, "cause": entry.cause, "reason": entry.reason, "link": entry.link}
+        else:
+            failed.append(name)
+    for entry in entries:
+        covered = [n for n in wanted if entry.covers(n)]
+        if covered and not any(e[0] in covered and e[1] == "known" for e in excused) and not failed:
+            stale.append((",".join(covered), f"{entry.label()} expects a mismatch in {covered}, "
+                                             f"but they agree: the entry is stale"))
+            result["known"] = {"index": entry.index, "cause": entry.cause, "reason": entry.reason, "link": entry.link}
+    if failed:
+        result["status"], result["reason"] = "fail", _fail_text(failed, result["outputs"])
+    elif stale:
+        result["status"], result["reason"] = "stale", "; ".join(s[1] for s in stale)
+    elif excused:
+        result["status"] = "expected"
+        result["reason"] = "; ".join(dict.fromkeys(f"{e[0]}: {e[2]}" for e in excused))
+    else:
+        result["status"] = "pass"
+    return result
+
+
+def _native_text(adapter: Adapter, native: dict) -> str:
+    wanted = ", ".join(f"{k}={v!r}" for k, v in native.items())
+    return f"{adapter.name} fixes {wanted} (declared native convention; the oracle with it agrees)"
+
+
+def _fail_text(names, outputs) -> str:
+    parts = []
+    for name in names:
+        m = outputs[name]
+        parts.append(f"{name}: max |diff| {m['max_abs']:.3g} > tolerance at {m['worst_index']}")
+    return "; ".join(parts)
+
+
+def _readonly(value):
+    if isinstance(value, np.ndarray):
+        value = value.view()
+        value.flags.writeable = False
+    elif isinstance(value, list):
+        value = [_readonly(v) for v in value]
+    return value

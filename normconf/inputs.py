@@ -1,0 +1,77 @@
+"""Seeded inputs: drawn in float64 with NumPy's PCG64, then rounded to the case's dtype.
+
+The arrays handed to the oracle and to every adapter are float64 arrays whose values are exactly
+representable in the case's dtype, so all of them see the same numbers.
+
+>>> from normconf.cases import load_text
+>>> case = load_text("cases: [{id: a, op: instance_norm, input: {shape: [1, 1, 2], generator: {dist: constant, value: 3}}}]", "d.yaml")[0][0]
+>>> generate(case)["x"].tolist()
+[[[3.0, 3.0]]]
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .cases import Case
+
+MANTISSA_BITS = {"float64": 53, "float32": 24, "float16": 11, "bfloat16": 8}
+
+
+def round_to_dtype(values, dtype: str) -> np.ndarray:
+    """Round float64 values to the nearest value of ``dtype`` (ties to even), kept as float64."""
+    values = np.asarray(values, dtype=np.float64)
+    if dtype in ("float64", "float32", "float16"):
+        return values.astype(dtype).astype(np.float64)
+    if dtype == "bfloat16":
+        # NumPy has no bfloat16: round float32 bits to the upper 16, nearest-even (what ml_dtypes,
+        # torch and TF do). Rounding float64 -> float32 first can double-round only in ties that
+        # float64 -> bfloat16 would break differently; generated values are not such ties.
+        f32 = values.astype(np.float32)
+        bits = f32.view(np.uint32).astype(np.uint64)
+        rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        out = rounded.astype(np.uint32).view(np.float32).astype(np.float64)
+        return np.where(np.isfinite(f32), out, f32.astype(np.float64))
+    raise ValueError(f"unknown dtype {dtype!r}")
+
+
+def draw(generator: dict, shape, seed_offset: int = 0) -> np.ndarray:
+    """Draw float64 values from a validated ``generator`` mapping."""
+    rng = np.random.Generator(np.random.PCG64(generator["seed"] + seed_offset))
+    dist = generator["dist"]
+    if dist == "normal":
+        return rng.normal(generator["mean"], generator["std"], size=shape)
+    if dist == "uniform":
+        return rng.uniform(generator["low"], generator["high"], size=shape)
+    return np.full(shape, float(generator["value"]))
+
+
+def generate(case: Case) -> dict[str, np.ndarray]:
+    """All inputs of a case, keyed ``x`` (and ``x_steps`` for batch_norm), ``weight``, ``bias``,
+    ``running_mean``, ``running_var``; per-channel arrays rounded to the case dtype like ``x``."""
+    shape = case.shape
+    if case.data is not None:
+        steps = [np.asarray(case.data, dtype=np.float64)]
+    else:
+        n_steps = case.params.get("steps", 1) if case.op == "batch_norm" else 1
+        steps = [draw(case.generator, shape, k) for k in range(n_steps)]
+    steps = [round_to_dtype(x, case.dtype) for x in steps]
+    out = {"x": steps[-1]}
+    if case.op == "batch_norm":
+        out["x_steps"] = steps
+    c = shape[1]
+    per_channel = [shape[a] for a in case.params["axes"]] if case.op == "layer_norm" else [c]
+    for key in ("weight", "bias", "running_mean", "running_var"):
+        if key not in case.params:
+            continue
+        value = case.params[key]
+        if value is None:
+            if case.op != "batch_norm" or key not in ("running_mean", "running_var"):
+                continue
+            value = np.zeros(per_channel) if key == "running_mean" else np.ones(per_channel)
+        elif isinstance(value, dict):
+            value = draw(value["generator"], per_channel)
+        out[key] = round_to_dtype(value, case.dtype)
+    if case.op == "normalize":
+        out["mean"] = np.asarray(case.params["mean"], dtype=np.float64)
+        out["std"] = np.asarray(case.params["std"], dtype=np.float64)
+    return out

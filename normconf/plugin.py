@@ -1,0 +1,312 @@
+"""The pytest plugin: one item per (case, adapter), named ``<file stem>/<case id>[<adapter>]``.
+
+Loaded by the repository's ``conftest.py``. Options live in the ``normconf`` group (``pytest --help``).
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from . import known as known_mod
+from .adapter import AdapterLoadError, registry
+from .cases import CaseError, is_case_file, load_file
+from .engine import context, evaluate
+from .report import ArrayStore, build, case_summary, environment, write_json
+
+OUTCOME = {"pass": "passed", "fail": "failed", "stale": "failed", "error": "failed", "expected": "xfailed",
+           "unsupported": "skipped", "unavailable": "skipped"}
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("normconf", "normconf conformance suite")
+    group.addoption("--adapters", default=None, metavar="NAMES",
+                    help="comma list of adapters to run (default: all registered; see `python -m normconf list`)")
+    group.addoption("--adapter", action="append", default=[], metavar="MODULE:CLASS",
+                    help="add an adapter class from an importable module (repeatable)")
+    group.addoption("--cases", action="append", default=[], metavar="PATH",
+                    help="case file or folder to run instead of cases/ (repeatable)")
+    group.addoption("--report-dir", default=None, metavar="DIR",
+                    help="where conformance.json goes (default: reports/ under the rootdir)")
+    group.addoption("--no-entry-points", action="store_true", default=False,
+                    help="ignore adapters registered in the normconf.adapters entry-point group")
+
+
+class State:
+    """Everything the run shares: adapters, case roots, known discrepancies, results."""
+
+    def __init__(self, config):
+        self.config = config
+        opt = config.option
+        root = Path(config.rootpath)
+        self.case_roots = [Path(p).resolve() for p in opt.cases] or [root / "cases"]
+        self.report_dir = Path(opt.report_dir) if opt.report_dir else root / "reports"
+        self.load_error = None
+        try:
+            self.adapters = registry(opt.adapter, entry_points=not opt.no_entry_points)
+        except AdapterLoadError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        self.selected = list(self.adapters)
+        if opt.adapters:
+            names = [n.strip() for n in opt.adapters.split(",") if n.strip()]
+            unknown = [n for n in names if n not in self.adapters]
+            if unknown:
+                raise pytest.UsageError(f"--adapters {opt.adapters!r}: unknown {unknown}; "
+                                        f"known: {', '.join(self.adapters)}")
+            # --adapter MODULE:CLASS adapters always run
+            extra = [n for n in self.adapters if n not in names and n in _spec_names(self.adapters, opt.adapter)]
+            self.selected = names + extra
+        self.known = []
+        for path in self._known_files():
+            try:
+                self.known += known_mod.load(path)
+            except known_mod.KnownError as exc:
+                raise pytest.UsageError(str(exc)) from None
+        self.results: list[dict] = []
+        self.cases: dict[str, dict] = {}
+        self.collected = 0
+        worker = getattr(config, "workerinput", None)
+        self.tmp = Path(worker["normconf_tmp"]) if worker else Path(tempfile.mkdtemp(prefix="normconf-"))
+        self.store = ArrayStore(self.tmp)
+
+    def pytest_runtest_logreport(self, report):
+        """Results reach the controller inside the reports (also from xdist workers)."""
+        if report.when != "call":
+            return
+        for key, value in report.user_properties:
+            if key == "normconf":
+                record = json.loads(value)
+                self.results.append(record["result"])
+                self.cases.setdefault(record["result"]["case"], record["case"])
+
+    def _known_files(self):
+        seen = []
+        for root in self.case_roots:
+            path = (root if root.is_dir() else root.parent) / "known_discrepancies.yaml"
+            if path.exists() and path not in seen:
+                seen.append(path)
+        return seen
+
+    def owns(self, path: Path) -> bool:
+        path = path.resolve()
+        if not is_case_file(path):
+            return False
+        return any(path == r or r in path.parents for r in self.case_roots)
+
+
+def _spec_names(adapters, specs):
+    names = set()
+    for spec in specs:
+        cls_name = spec.partition(":")[2]
+        names |= {n for n, a in adapters.items() if type(a).__name__ == cls_name}
+    return names
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "normconf: a conformance item (case x adapter)")
+    state = State(config)
+    config.stash[STATE] = state
+    config.pluginmanager.register(state, "normconf-state")
+    opt = config.option
+    if opt.cases and getattr(config, "args_source", None) == pytest.Config.ArgsSource.TESTPATHS:
+        # --cases replaces the default cases/ folder; the engine tests still run
+        config.args[:] = [a for a in config.args if Path(a).resolve() != Path(config.rootpath, "cases").resolve()]
+        config.args += [str(Path(p)) for p in opt.cases]
+    elif opt.cases:
+        config.args += [str(Path(p)) for p in opt.cases if str(Path(p)) not in config.args]
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistHooks(state), "normconf-xdist")
+
+
+STATE = pytest.StashKey[State]()
+
+
+class _XdistHooks:
+    def __init__(self, state):
+        self.state = state
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node):
+        node.workerinput["normconf_tmp"] = str(self.state.tmp)
+
+
+def pytest_report_header(config):
+    state = config.stash[STATE]
+    lines = ["normconf adapters:"]
+    for name, adapter in state.adapters.items():
+        d = adapter.describe()
+        mark = "" if name in state.selected else "  (not selected)"
+        avail = "available" if d["available"] else f"unavailable: {d['reason']}"
+        lines.append(f"  {name:<28} {d['framework']} {d['version'] or '-'} on {d['device']}: {avail}{mark}")
+    lines.append(f"normconf cases: {', '.join(str(r) for r in state.case_roots)}")
+    return lines
+
+
+def pytest_collect_file(file_path, parent):
+    state = parent.config.stash[STATE]
+    if state.owns(Path(file_path)):
+        return CaseFile.from_parent(parent, path=file_path)
+    return None
+
+
+class CaseFile(pytest.File):
+    def collect(self):
+        state = self.config.stash[STATE]
+        cases, errors = load_file(self.path)
+        for error in errors:
+            label = error.case_id if error.case_id is not None else "<file>"
+            yield CaseErrorItem.from_parent(self, name=f"{self.path.stem}/{label}", error=error)
+        for case in cases:
+            for name in state.selected:
+                item = CaseItem.from_parent(self, name=f"{case.key}[{name}]", case=case, adapter=state.adapters[name])
+                item.add_marker("normconf")
+                yield item
+
+
+class CaseFailure(Exception):
+    pass
+
+
+class CaseErrorItem(pytest.Item):
+    """A malformed case: fails with the loader's message, never a traceback."""
+
+    def __init__(self, *, error: CaseError, **kw):
+        super().__init__(**kw)
+        self.error = error
+
+    def runtest(self):
+        raise CaseFailure(f"malformed case: {self.error}")
+
+    def repr_failure(self, excinfo, style=None):
+        return str(excinfo.value)
+
+    def reportinfo(self):
+        return self.path, None, self.name
+
+
+class CaseItem(pytest.Item):
+    def __init__(self, *, case, adapter, **kw):
+        super().__init__(**kw)
+        self.case, self.adapter = case, adapter
+
+    def runtest(self):
+        state = self.config.stash[STATE]
+        result = evaluate(self.case, self.adapter, state.known)
+        arrays = result.pop("arrays", {})
+        if arrays:
+            state.store.save(self.case.key, "oracle", context(self.case).expected)
+            state.store.save(self.case.key, f"adapter-{self.adapter.name}", arrays)
+            result["has_arrays"] = True
+        summary = case_summary(self.case, context(self.case) if result["status"] not in ("unsupported", "unavailable") else None)
+        self.user_properties.append(("normconf", json.dumps({"result": result, "case": summary},
+                                                             default=str, allow_nan=True)))
+        for key in ("status", "op", "dtype"):
+            self.user_properties.append((f"normconf_{key}", result[key]))
+        status = result["status"]
+        if status == "pass":
+            return
+        if status == "expected":
+            pytest.xfail(result["reason"])
+        if status in ("unsupported", "unavailable"):
+            # reported at the item's location, not this line
+            raise pytest.skip.Exception(f"{self.adapter.name} {status}: {result['reason']}", _use_item_location=True)
+        raise CaseFailure(failure_text(self.case, self.adapter, result, self.nodeid))
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, CaseFailure):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self):
+        return self.path, None, self.name
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def failure_text(case, adapter, result, nodeid) -> str:
+    head = {"fail": "MISMATCH", "stale": "STALE EXPECTATION [XPASS(strict)]", "error": "ERROR"}[result["status"]]
+    lines = [f"{head}: {case.key} on {adapter.name} ({case.op}, {case.dtype}, {case.layout}, shape {list(case.shape)})",
+             f"  {result['reason']}"]
+    for name, m in result["outputs"].items():
+        ok = "ok" if m["ok"] else "OUT OF TOLERANCE"
+        lines.append(f"  {name}: max_abs {_fmt(m['max_abs'])}  max_rel {_fmt(m['max_rel'])}  max_ulp {_fmt(m['max_ulp'])}"
+                     f"  (atol {m['atol']:.3g}, rtol {m['rtol']:.3g}) {ok}")
+        lines.append(f"      worst at {m['worst_index']}: expected {_fmt(m['expected_at_worst'])}, "
+                     f"got {_fmt(m['actual_at_worst'])}; {m['bad']} element(s) out of tolerance")
+        if "vs_values" in m:
+            v = m["vs_values"]
+            lines.append(f"      against expect.values: max_abs {_fmt(v['max_abs'])} (atol {v['atol']:.3g}) "
+                         f"{'ok' if v['ok'] else 'OUT OF TOLERANCE'}")
+    if result.get("native"):
+        lines.append(f"  native conventions in play: {result['native']}")
+    if result.get("explanation"):
+        lines.append(f"  explanation: {result['explanation'].get('detail')}")
+    if result.get("traceback"):
+        lines.append("  traceback (last frames):")
+        lines += ["    " + line for line in result["traceback"].rstrip().splitlines()]
+    lines += ["  reproduce:",
+              f"    pytest {shlex.quote(nodeid)}",
+              f"    python -c \"import normconf, pprint; pprint.pprint(normconf.reproduce("
+              f"{case.file!r}, {case.id!r}, {adapter.name!r}))\""]
+    return "\n".join(lines)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    config.stash[STATE].collected = sum(isinstance(i, CaseItem) for i in items)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    config = session.config
+    state = config.stash[STATE]
+    if hasattr(config, "workerinput"):
+        return
+    try:
+        if state.results or state.collected:
+            doc = build(state.results, environment(state.adapters), state.store, state.cases)
+            path = write_json(doc, state.report_dir / "conformance.json")
+            state.written = path
+    finally:
+        shutil.rmtree(state.tmp, ignore_errors=True)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    state = config.stash[STATE]
+    if hasattr(config, "workerinput") or not state.results:
+        return
+    tr = terminalreporter
+    tr.section("normconf conformance")
+    ops = sorted({r["op"] for r in state.results})
+    adapters = [a for a in state.adapters if any(r["adapter"] == a for r in state.results)]
+    short = {"pass": "P", "fail": "F", "expected": "X", "stale": "S", "unsupported": "U", "unavailable": "-", "error": "E"}
+    tr.write_line("per op, adapter: P pass, X expected, F fail, S stale, E error, U unsupported, - unavailable")
+    for op in ops:
+        cells = []
+        for a in adapters:
+            rs = [r for r in state.results if r["op"] == op and r["adapter"] == a]
+            counts = {}
+            for r in rs:
+                counts[r["status"]] = counts.get(r["status"], 0) + 1
+            cells.append(f"{a}: " + " ".join(f"{short[s]}{n}" for s, n in counts.items()))
+        tr.write_line(f"  {op:<14} " + " | ".join(cells))
+    worst = sorted((r for r in state.results if r["status"] in ("fail", "expected", "stale")),
+                   key=lambda r: -max([_ratio(m) for m in r["outputs"].values()] or [0]))[:10]
+    if worst:
+        tr.write_line("largest discrepancies (error / tolerance):")
+        for r in worst:
+            ratio = max([_ratio(m) for m in r["outputs"].values()] or [0])
+            why = (r.get("explanation") or {}).get("detail") or r.get("reason") or ""
+            tr.write_line(f"  {ratio:>10.3g}x  {r['status']:<8} {r['case']}[{r['adapter']}]  {why[:110]}")
+    written = getattr(state, "written", None)
+    if written:
+        tr.write_line(f"results: {written}")
+
+
+def _ratio(m) -> float:
+    r = m.get("ratio", 0)
+    return float("inf") if isinstance(r, str) else float(r)

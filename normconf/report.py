@@ -1,0 +1,162 @@
+"""Results to ``reports/conformance.json``: environment, result records, pairwise matrices.
+
+Arrays travel between processes as ``.npz`` files in a run folder (one per case and adapter, and
+one for the oracle), so the matrices come out the same from a serial run and from pytest-xdist.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+STATUSES = ("pass", "fail", "expected", "stale", "unsupported", "unavailable", "error")
+
+
+def safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=,@-]+", "_", text)
+
+
+class ArrayStore:
+    """Outputs of each (case, adapter) as .npz files under ``root``."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def path(self, case_key: str, label: str) -> Path:
+        return self.root / safe_name(case_key) / f"{safe_name(label)}.npz"
+
+    def save(self, case_key: str, label: str, arrays: dict) -> None:
+        path = self.path(case_key, label)
+        if not arrays or path.exists():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **{k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()})
+        os.replace(tmp, path)
+
+    def load(self, case_key: str, label: str) -> dict | None:
+        path = self.path(case_key, label)
+        if not path.exists():
+            return None
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+
+
+def pairwise(arrays: dict[str, dict]) -> dict:
+    """``{"labels", "max_abs", "by_output"}``: max |a - b| between every pair of labelled outputs.
+
+    ``max_abs`` is the largest over the outputs both sides have; NaN where they share none, or where
+    one side has NaN where the other has a number."""
+    labels = list(arrays)
+    names = sorted({n for a in arrays.values() for n in a})
+    by_output = {}
+    for name in names:
+        grid = [[None] * len(labels) for _ in labels]
+        for i, a in enumerate(labels):
+            for j, b in enumerate(labels):
+                if name in arrays[a] and name in arrays[b] and arrays[a][name].shape == arrays[b][name].shape:
+                    grid[i][j] = _max_abs(arrays[a][name], arrays[b][name])
+        by_output[name] = grid
+    overall = [[None] * len(labels) for _ in labels]
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            vals = [by_output[n][i][j] for n in names if by_output[n][i][j] is not None]
+            overall[i][j] = _worst(vals) if vals else None
+    return {"labels": labels, "max_abs": overall, "by_output": by_output}
+
+
+def _max_abs(a: np.ndarray, b: np.ndarray):
+    same = (np.isnan(a) & np.isnan(b)) | (np.isinf(a) & (a == b))
+    with np.errstate(invalid="ignore"):
+        d = np.where(same, 0.0, np.abs(a - b))
+    if d.size == 0:
+        return 0.0
+    if np.isnan(d).any():
+        return "nan"
+    value = float(d.max())
+    return value if np.isfinite(value) else "inf"
+
+
+def _worst(values):
+    if "nan" in values:
+        return "nan"
+    if "inf" in values:
+        return "inf"
+    return max(values)
+
+
+def environment(adapters: dict, command: list[str] | None = None) -> dict:
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "numpy": np.__version__,
+        "command": command or sys.argv,
+        "adapters": {name: a.describe() for name, a in adapters.items()},
+    }
+
+
+def build(results: list[dict], env: dict, store: ArrayStore | None, cases: dict) -> dict:
+    """The conformance document: results in a stable order, matrices from the stored arrays."""
+    results = sorted(results, key=lambda r: (r["case"], r["adapter"]))
+    matrices = {}
+    if store is not None:
+        by_case: dict[str, list[str]] = {}
+        for r in results:
+            by_case.setdefault(r["case"], [])
+            if r.get("has_arrays"):
+                by_case[r["case"]].append(r["adapter"])
+        for key, adapters in by_case.items():
+            arrays = {"oracle": store.load(key, "oracle")}
+            if arrays["oracle"] is None:
+                continue
+            for name in adapters:
+                got = store.load(key, f"adapter-{name}")
+                if got is not None:
+                    arrays[name] = got
+            matrices[key] = pairwise(arrays)
+    return {"schema_version": SCHEMA_VERSION, "environment": env, "results": results,
+            "matrices": matrices, "cases": cases}
+
+
+def write_json(doc: dict, path: str | Path) -> Path:
+    """Write ``doc`` atomically (a reader never sees half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".conformance-", suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh, indent=1, default=_json_default, allow_nan=False)
+    os.replace(tmp, path)
+    return path
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    return str(value)
+
+
+def case_summary(case, ctx=None) -> dict:
+    """What a report shows of a case: its definition and, when computed, a summary of its input."""
+    params = {k: v for k, v in case.params.items()}
+    out = {"file": case.file, "op": case.op, "shape": list(case.shape), "dtype": case.dtype,
+           "layout": case.layout, "params": params, "tags": list(case.tags),
+           "description": case.description, "source": case.source,
+           "input": {"data": "literal"} if case.data is not None else {"generator": case.generator}}
+    if ctx is not None:
+        x = ctx.inputs["x"]
+        out["input"].update(min=float(np.min(x)), max=float(np.max(x)), mean=float(np.mean(x)),
+                            std=float(np.std(x)), condition=ctx.condition)
+        out["tolerance"] = ctx.tolerance
+    return out
