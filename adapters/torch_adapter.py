@@ -20,7 +20,16 @@ class TorchAdapter(Adapter):
     # https://pytorch.org/docs/stable/generated/torch.nn.BatchNorm2d.html
     native = {"variance": "biased", "running_variance": "unbiased"}
 
+    def native_for(self, case):
+        # channel_stats is written with Tensor.std(unbiased=...), which takes either divisor
+        return {} if case.op == "channel_stats" else super().native_for(case)
+
     def unsupported(self, case):
+        spatial = int(np.prod(case.shape[2:]))
+        if case.op == "instance_norm" and spatial == 1:
+            return "F.instance_norm raises 'Expected more than 1 spatial element when training'"
+        if case.op == "batch_norm" and case.params["training"] and case.shape[0] * spatial == 1:
+            return "nn.BatchNorm raises 'Expected more than 1 value per channel when training'"
         if case.op == "normalize":
             if importlib.util.find_spec("torchvision") is None:
                 return "torchvision is not installed (torchvision.transforms.Normalize)"

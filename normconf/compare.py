@@ -30,13 +30,17 @@ def default_tolerance(dtype: str, condition: float = 1.0, output: str = "y") -> 
     ``atol = k u + k u_acc kappa`` for normalized outputs, where ``kappa = max |mean| / std`` of the
     normalized slices (see :func:`normconf.oracle.condition`): rounding the mean in the
     accumulation dtype moves every output by about ``u_acc |mean| / std``, however correct the
-    implementation. Statistics outputs (running stats, channel_stats) get ``k u`` in both.
+    implementation. Spread outputs (``running_var``, ``std``) get ``rtol = k u + k u_acc kappa``:
+    the error bound of a stable updating (Welford) variance grows with kappa. Means get ``k u``.
     """
     k, u = FACTOR[dtype], UNIT[dtype]
-    atol = k * u
+    conditioning = k * UNIT[ACCUMULATION[dtype]] * max(1.0, condition)
+    atol, rtol = k * u, k * u
     if output == "y":
-        atol += k * UNIT[ACCUMULATION[dtype]] * max(1.0, condition)
-    return {"atol": float(atol), "rtol": float(k * u)}
+        atol += conditioning
+    elif output in ("running_var", "std"):
+        rtol += conditioning
+    return {"atol": float(atol), "rtol": float(rtol)}
 
 
 def ulp(values: np.ndarray, dtype: str) -> np.ndarray:
@@ -95,6 +99,11 @@ def _num(value) -> float | str:
     """JSON-safe float: non-finite values as strings ('inf', 'nan')."""
     value = float(value)
     return value if math.isfinite(value) else str(value)
+
+
+def fmt(value) -> str:
+    """A metric for people: 4 significant digits, or 'inf'/'nan' as stored."""
+    return f"{value:.4g}" if isinstance(value, (int, float)) else str(value)
 
 
 def decimals(values) -> int:

@@ -17,7 +17,7 @@ import numpy as np
 from . import oracle
 from .adapter import Adapter
 from .cases import Case
-from .compare import compare, decimals, default_tolerance
+from .compare import compare, decimals, default_tolerance, fmt
 from .inputs import generate
 from .known import Known
 
@@ -186,7 +186,8 @@ def _fail_text(names, outputs) -> str:
     parts = []
     for name in names:
         m = outputs[name]
-        parts.append(f"{name}: max |diff| {m['max_abs']:.3g} > tolerance at {m['worst_index']}")
+        parts.append(f"{name}: max |diff| {fmt(m['max_abs'])} > tolerance at {m['worst_index']} "
+                     f"({m['bad']} element(s) out, {m['nan_actual']} NaN)")
     return "; ".join(parts)
 
 

@@ -15,6 +15,7 @@ import pytest
 from . import known as known_mod
 from .adapter import AdapterLoadError, registry
 from .cases import CaseError, is_case_file, load_file
+from .compare import fmt
 from .engine import context, evaluate
 from .report import ArrayStore, build, case_summary, environment, write_json
 
@@ -185,7 +186,7 @@ class CaseErrorItem(pytest.Item):
         return str(excinfo.value)
 
     def reportinfo(self):
-        return self.path, None, self.name
+        return self.path, 0, self.name
 
 
 class CaseItem(pytest.Item):
@@ -222,11 +223,7 @@ class CaseItem(pytest.Item):
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self):
-        return self.path, None, self.name
-
-
-def _fmt(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+        return self.path, 0, self.name
 
 
 def failure_text(case, adapter, result, nodeid) -> str:
@@ -235,13 +232,13 @@ def failure_text(case, adapter, result, nodeid) -> str:
              f"  {result['reason']}"]
     for name, m in result["outputs"].items():
         ok = "ok" if m["ok"] else "OUT OF TOLERANCE"
-        lines.append(f"  {name}: max_abs {_fmt(m['max_abs'])}  max_rel {_fmt(m['max_rel'])}  max_ulp {_fmt(m['max_ulp'])}"
+        lines.append(f"  {name}: max_abs {fmt(m['max_abs'])}  max_rel {fmt(m['max_rel'])}  max_ulp {fmt(m['max_ulp'])}"
                      f"  (atol {m['atol']:.3g}, rtol {m['rtol']:.3g}) {ok}")
-        lines.append(f"      worst at {m['worst_index']}: expected {_fmt(m['expected_at_worst'])}, "
-                     f"got {_fmt(m['actual_at_worst'])}; {m['bad']} element(s) out of tolerance")
+        lines.append(f"      worst at {m['worst_index']}: expected {fmt(m['expected_at_worst'])}, "
+                     f"got {fmt(m['actual_at_worst'])}; {m['bad']} element(s) out of tolerance")
         if "vs_values" in m:
             v = m["vs_values"]
-            lines.append(f"      against expect.values: max_abs {_fmt(v['max_abs'])} (atol {v['atol']:.3g}) "
+            lines.append(f"      against expect.values: max_abs {fmt(v['max_abs'])} (atol {v['atol']:.3g}) "
                          f"{'ok' if v['ok'] else 'OUT OF TOLERANCE'}")
     if result.get("native"):
         lines.append(f"  native conventions in play: {result['native']}")

@@ -1,0 +1,131 @@
+"""JAX through ``flax.linen`` normalization modules and ``jax.numpy``, as their users write them."""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from normconf.adapter import Adapter, from_layout, to_layout
+
+DDOF = {"biased": 0, "unbiased": 1}
+FLAX_BATCHNORM = "https://flax.readthedocs.io/en/latest/api_reference/flax.linen/layers.html#flax.linen.BatchNorm"
+
+
+class JaxAdapter(Adapter):
+    """Flax ``BatchNorm``/``LayerNorm``/``GroupNorm``/``InstanceNorm``; ``jax.numpy`` for the rest."""
+
+    name = framework = "jax"
+    requires = ("jax", "flax")
+    # Flax normalizes with the biased variance and stores the biased batch variance in
+    # batch_stats['var'], with no option for either:
+    # https://flax.readthedocs.io/en/latest/api_reference/flax.linen/layers.html#flax.linen.BatchNorm
+    native = {"variance": "biased", "running_variance": "biased"}
+
+    def native_for(self, case):
+        # channel_stats is jnp.std, which takes ddof: only the Flax modules fix the divisor.
+        return {} if case.op == "channel_stats" else super().native_for(case)
+
+    def unsupported(self, case):
+        if case.op == "batch_norm" and case.params["training"] and case.params["momentum"] is None:
+            return ("flax.linen.BatchNorm has no cumulative moving average (PyTorch momentum=None): its "
+                    f"momentum is a fixed decay of the old value, {FLAX_BATCHNORM}")
+        return super().unsupported(case)
+
+    def run(self, case, inputs):
+        import jax
+
+        # float64 arrays exist only with x64 on: https://docs.jax.dev/en/latest/default_dtypes.html
+        jax.config.update("jax_enable_x64", True)
+        with jax.default_device(jax.devices("gpu" if self.device == "cuda" else self.device)[0]):
+            out = self._run(case, inputs)
+        out = {k: np.asarray(v).astype(np.float64) for k, v in out.items()}
+        if "y" in out:
+            out["y"] = from_layout(out["y"], case.layout)
+        return out
+
+    def _run(self, case, inputs):
+        import flax.linen as nn
+        import jax
+        import jax.numpy as jnp
+
+        p, dt, layout = case.params, jnp.dtype(case.dtype), case.layout
+        # Mixed precision as Flax documents it: params (and batch_stats) at least float32, compute in dt.
+        pdt = jnp.promote_types(dt, jnp.float32)
+        x = jnp.asarray(to_layout(inputs["x"], layout), dt)  # the layout's memory order, channels at cax
+        cax = x.ndim - 1 if layout == "channels_last" else 1
+        if case.op == "normalize":  # mean/std in the image's dtype, as torchvision's Normalize does
+            per_channel = lambda v: jnp.asarray(v, dt).reshape([-1 if a == cax else 1 for a in range(x.ndim)])  # noqa: E731
+            return {"y": (x - per_channel(inputs["mean"])) / per_channel(inputs["std"])}
+        if case.op == "channel_stats":
+            axes, ddof = tuple(a for a in range(x.ndim) if a != cax), DDOF[p["variance"]]
+            if p["method"] == "pooled":
+                return {"mean": jnp.mean(x, axis=axes), "std": jnp.std(x, axis=axes, ddof=ddof)}
+            per = axes[1:]  # per image, then the mean over images
+            return {"mean": jnp.mean(jnp.mean(x, axis=per), axis=0),
+                    "std": jnp.mean(jnp.std(x, axis=per, ddof=ddof), axis=0)}
+
+        common = dict(epsilon=p["eps"], dtype=dt, param_dtype=pdt,
+                      use_scale="weight" in inputs, use_bias="bias" in inputs)
+        weight = lambda v: v  # noqa: E731  (per-channel: already in Flax's order)
+        if case.op == "instance_norm":
+            module = nn.InstanceNorm(feature_axes=cax, **common)
+        elif case.op == "layer_norm":
+            axes = [_memory_axis(a, layout, x.ndim) for a in p["axes"]]
+            # Flax's scale has the normalized dims in memory order; the case's weight is in canonical order.
+            weight = lambda v: np.transpose(v, np.argsort(axes))  # noqa: E731
+            module = nn.LayerNorm(reduction_axes=axes, feature_axes=axes, **common)
+        elif case.op == "group_norm":
+            # GroupNorm takes channels from the last axis only (no feature-axis option), so a channels_first
+            # user transposes: https://flax.readthedocs.io/en/latest/api_reference/flax.linen/layers.html
+            module = nn.GroupNorm(num_groups=p["groups"], **common)
+        else:
+            # Flax momentum weights the OLD running value: 1 - PyTorch's (eval ignores it).
+            momentum = 1.0 - (p["momentum"] or 0.0)
+            module = nn.BatchNorm(use_running_average=not p["training"], axis=cax, momentum=momentum, **common)
+
+        to_last = case.op == "group_norm" and layout == "channels_first"
+        x = jnp.moveaxis(x, 1, -1) if to_last else x
+        variables = dict(module.init(jax.random.key(0), x))
+        params = {k: jnp.asarray(weight(inputs[v]), pdt) for k, v in (("scale", "weight"), ("bias", "bias"))
+                  if v in inputs}
+        if params:
+            variables["params"] = params
+        if case.op != "batch_norm":
+            y = module.apply(variables, x)
+            return {"y": jnp.moveaxis(y, -1, 1) if to_last else y}
+        variables["batch_stats"] = {"mean": jnp.asarray(inputs["running_mean"], pdt),
+                                    "var": jnp.asarray(inputs["running_var"], pdt)}
+        if not p["training"]:
+            return {"y": module.apply(variables, x)}
+        for xk in inputs["x_steps"]:
+            y, updated = module.apply(variables, jnp.asarray(to_layout(xk, layout), dt), mutable=["batch_stats"])
+            variables["batch_stats"] = updated["batch_stats"]
+        stats = variables["batch_stats"]
+        return {"y": y, "running_mean": stats["mean"], "running_var": stats["var"]}
+
+
+class JaxCudaAdapter(JaxAdapter):
+    """The same Flax code with its arrays on the first GPU JAX sees."""
+
+    name, device = "jax-cuda", "cuda"
+
+    def available(self):
+        return super().available() or _no_gpu()
+
+
+@functools.cache
+def _no_gpu() -> str | None:
+    import jax
+
+    try:
+        jax.devices("gpu")
+    except RuntimeError as exc:
+        return f"JAX sees no GPU (jax.devices('gpu') raised {exc})"
+    return None
+
+
+def _memory_axis(canonical: int, layout: str, rank: int) -> int:
+    """Where canonical dim ``canonical`` of [N, C, *spatial] lives in ``layout`` memory order."""
+    if layout == "channels_first" or canonical == 0:
+        return canonical
+    return rank - 1 if canonical == 1 else canonical - 1

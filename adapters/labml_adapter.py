@@ -1,0 +1,91 @@
+"""labml-nn's annotated normalization modules (``labml_nn.normalization``), used as its readers use them."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from normconf.adapter import Adapter, to_layout
+
+# Source of the modules: https://nn.labml.ai/normalization/index.html
+SRC = "https://github.com/labmlai/annotated_deep_learning_paper_implementations/blob/master/labml_nn/normalization"
+
+
+class LabmlAdapter(Adapter):
+    """labml-nn's ``InstanceNorm``, ``BatchNorm``, ``LayerNorm`` and ``GroupNorm`` modules, on CPU torch."""
+
+    name = distribution = "labml-nn"
+    framework = "torch"
+    requires = ("torch", "labml_nn")
+    # Every module computes var = mean(x ** 2) - mean(x) ** 2 (divisor n), and BatchNorm writes that
+    # same biased batch variance into its exp_var (SRC + /batch_norm/__init__.py).
+    native = {"variance": "biased", "running_variance": "biased"}
+    unsupported_ops = {"normalize": "labml-nn has no constant per-channel Normalize module",
+                       "channel_stats": "labml-nn has no channel-statistics function"}
+
+    def unsupported(self, case):
+        p = case.params
+        if case.op == "batch_norm" and p["momentum"] is None:
+            # exp_mean = (1 - self.momentum) * ...: momentum=None raises TypeError, no cumulative average
+            return f"labml-nn BatchNorm has no cumulative average: momentum=None fails in (1 - self.momentum) ({SRC}/batch_norm/__init__.py)"
+        if (case.op == "group_norm" and case.layout == "channels_last"
+                and case.shape[1] // p["groups"] > 1 and math.prod(case.shape[2:]) > 1):
+            # InstanceNorm/BatchNorm view(N, C, -1) merges only the spatial dims, which NHWC memory keeps
+            # together; GroupNorm's view(N, groups, -1) must merge channels with positions.
+            return (f"labml-nn GroupNorm calls x.view(batch_size, groups, -1), which raises on a channels_last "
+                    f"tensor (a group spans several channels and positions) ({SRC}/group_norm/__init__.py)")
+        return super().unsupported(case)
+
+    def run(self, case, inputs):
+        import torch
+        from labml_nn.normalization.batch_norm import BatchNorm
+        from labml_nn.normalization.group_norm import GroupNorm
+        from labml_nn.normalization.instance_norm import InstanceNorm
+        from labml_nn.normalization.layer_norm import LayerNorm
+
+        p, c, dtype = case.params, case.shape[1], getattr(torch, case.dtype)
+        # Every module takes affine=False; with only one of weight/bias given, the other keeps its ones/zeros.
+        affine = "weight" in inputs or "bias" in inputs
+        if case.op == "instance_norm":
+            norm = InstanceNorm(c, eps=p["eps"], affine=affine)
+        elif case.op == "group_norm":
+            norm = GroupNorm(p["groups"], c, eps=p["eps"], affine=affine)
+        elif case.op == "batch_norm":
+            # labml's momentum weights the new batch statistic, as the case's does (PyTorch's convention).
+            norm = BatchNorm(c, eps=p["eps"], momentum=p["momentum"], affine=affine)
+        else:
+            norm = LayerNorm([case.shape[a] for a in p["axes"]], eps=p["eps"], elementwise_affine=affine)
+        norm = norm.to(dtype)
+
+        def tensor(v):
+            """The canonical array as a tensor whose memory follows the case layout (NHWC seen as NCHW)."""
+            t = torch.from_numpy(to_layout(np.asarray(v), case.layout)).to(dtype)
+            return t.movedim(-1, 1) if case.layout == "channels_last" else t
+
+        def param(v):
+            return torch.tensor(np.asarray(v)).to(dtype)
+
+        with torch.no_grad():
+            if affine:
+                scale, shift = (norm.gain, norm.bias) if case.op == "layer_norm" else (norm.scale, norm.shift)
+                if "weight" in inputs:
+                    scale.copy_(param(inputs["weight"]))
+                if "bias" in inputs:
+                    shift.copy_(param(inputs["bias"]))
+            if case.op == "batch_norm":
+                norm.exp_mean.copy_(param(inputs["running_mean"]))
+                norm.exp_var.copy_(param(inputs["running_var"]))
+                norm.train(p["training"])
+                for xk in inputs["x_steps"] if p["training"] else [inputs["x"]]:
+                    y = norm(tensor(xk))
+                out = {"y": y}
+                if p["training"]:
+                    out.update(running_mean=norm.exp_mean, running_var=norm.exp_var)
+            elif case.op == "layer_norm":
+                # LayerNorm normalizes the trailing dims: move the case's axes to the end, then back.
+                x, axes = tensor(inputs["x"]), p["axes"]
+                rest = [d for d in range(x.ndim) if d not in axes]
+                out = {"y": norm(x.permute(*rest, *axes)).permute(*np.argsort(rest + axes).tolist())}
+            else:
+                out = {"y": norm(tensor(inputs["x"]))}
+        return {k: v.to(torch.float64).numpy() for k, v in out.items()}

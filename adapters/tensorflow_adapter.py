@@ -1,0 +1,102 @@
+"""TensorFlow through Keras 3 normalization layers (TensorFlow backend) and ``tf`` ops, as their users write them."""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+
+import numpy as np
+
+from normconf.adapter import Adapter, from_layout, to_layout
+
+
+class TensorflowAdapter(Adapter):
+    """``keras.layers`` Batch/Layer/GroupNormalization; ``tf`` ops for normalize and channel statistics."""
+
+    name = framework = "tensorflow"
+    requires = ("tensorflow", "keras")
+    # Keras normalizes with the biased variance and writes the biased batch variance into moving_variance
+    # (tf.nn.moments has no divisor knob): https://keras.io/api/layers/normalization_layers/batch_normalization/
+    # tf.math.reduce_std has no ddof either: https://www.tensorflow.org/api_docs/python/tf/math/reduce_std
+    native = {"variance": "biased", "running_variance": "biased"}
+
+    def version(self):
+        for dist in ("tensorflow", "tensorflow-cpu"):  # the same package under two distribution names
+            try:
+                return importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                pass
+        return None
+
+    def unsupported(self, case):
+        p = case.params
+        if case.op == "batch_norm" and p["training"] and p["momentum"] is None:
+            # Keras' momentum is a fixed float: no cumulative average (PyTorch momentum=None), see
+            # https://keras.io/api/layers/normalization_layers/batch_normalization/
+            return "keras.layers.BatchNormalization has no cumulative-average mode (momentum null)"
+        return super().unsupported(case)
+
+    def run(self, case, inputs):
+        os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+        import keras
+        import tensorflow as tf
+
+        p, dt, rank = case.params, case.dtype, len(case.shape)
+        cast = lambda v: tf.cast(tf.constant(np.asarray(v)), dt)  # noqa: E731  (exact: values are of dt)
+        x = cast(to_layout(inputs["x"], case.layout))
+        cax = 1 if case.layout == "channels_first" else rank - 1  # where the channels live in memory
+        spatial = [a for a in range(1, rank) if a != cax]
+        affine = dict(center="bias" in inputs, scale="weight" in inputs, dtype=dt)
+        if case.op in ("instance_norm", "group_norm"):
+            # groups=-1 is Keras' instance norm: https://keras.io/api/layers/normalization_layers/group_normalization
+            groups = -1 if case.op == "instance_norm" else p["groups"]
+            layer = keras.layers.GroupNormalization(groups=groups, axis=cax, epsilon=p["eps"], **affine)
+            out = {"y": self._affine(layer, x, inputs, cast)(x)}
+        elif case.op == "layer_norm":
+            axes = [_axis(a, case.layout, rank) for a in p["axes"]]
+            # gamma/beta have the dims of the sorted (memory-order) axes:
+            # https://keras.io/api/layers/normalization_layers/layer_normalization
+            order = np.argsort(axes)
+            layer = keras.layers.LayerNormalization(axis=axes, epsilon=p["eps"], **affine)
+            out = {"y": self._affine(layer, x, inputs, lambda v: cast(np.transpose(v, order)))(x)}
+        elif case.op == "batch_norm":
+            # Keras' momentum weighs the OLD moving value: keras momentum = 1 - case momentum
+            # (https://github.com/keras-team/keras/issues/6839); unused in inference.
+            momentum = 0.99 if p["momentum"] is None else 1.0 - p["momentum"]
+            layer = keras.layers.BatchNormalization(axis=cax, momentum=momentum, epsilon=p["eps"], **affine)
+            self._affine(layer, x, inputs, cast)
+            layer.moving_mean.assign(cast(inputs["running_mean"]))
+            layer.moving_variance.assign(cast(inputs["running_var"]))
+            for xk in inputs["x_steps"] if p["training"] else [inputs["x"]]:
+                y = layer(cast(to_layout(xk, case.layout)), training=p["training"])
+            out = {"y": y}
+            if p["training"]:
+                out.update(running_mean=layer.moving_mean.value, running_var=layer.moving_variance.value)
+        elif case.op == "normalize":  # (x - mean) / std with the constants in x's dtype, as users write it
+            shape = [-1 if a == cax else 1 for a in range(rank)]
+            out = {"y": (x - tf.reshape(cast(inputs["mean"]), shape)) / tf.reshape(cast(inputs["std"]), shape)}
+        elif p["method"] == "pooled":
+            out = {"mean": tf.math.reduce_mean(x, axis=[0] + spatial), "std": tf.math.reduce_std(x, axis=[0] + spatial)}
+        else:
+            out = {"mean": tf.math.reduce_mean(tf.math.reduce_mean(x, axis=spatial), axis=0),
+                   "std": tf.math.reduce_mean(tf.math.reduce_std(x, axis=spatial), axis=0)}
+        out = {k: tf.cast(v, tf.float64).numpy() for k, v in out.items()}
+        if "y" in out:
+            out["y"] = from_layout(out["y"], case.layout)
+        return out
+
+    @staticmethod
+    def _affine(layer, x, inputs, arrange):
+        """Build ``layer`` and set gamma/beta from the case's weight/bias; returns the layer."""
+        layer.build(tuple(x.shape))
+        if "weight" in inputs:
+            layer.gamma.assign(arrange(inputs["weight"]))
+        if "bias" in inputs:
+            layer.beta.assign(arrange(inputs["bias"]))
+        return layer
+
+
+def _axis(canonical: int, layout: str, rank: int) -> int:
+    """Where canonical dim ``canonical`` lives in ``layout`` memory order."""
+    if layout == "channels_first":
+        return canonical
+    return rank - 1 if canonical == 1 else (canonical - 1 if canonical > 1 else 0)
