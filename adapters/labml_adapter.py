@@ -7,8 +7,7 @@ import numpy as np
 
 from normconf.adapter import Adapter, to_layout
 
-# Source of the modules: https://nn.labml.ai/normalization/index.html
-SRC = "https://github.com/labmlai/annotated_deep_learning_paper_implementations/blob/master/labml_nn/normalization"
+DOC = "https://nn.labml.ai/normalization/{}/index.html"  # the annotated source of each module
 
 
 class LabmlAdapter(Adapter):
@@ -18,7 +17,7 @@ class LabmlAdapter(Adapter):
     framework = "torch"
     requires = ("torch", "labml_nn")
     # Every module computes var = mean(x ** 2) - mean(x) ** 2 (divisor n), and BatchNorm writes that
-    # same biased batch variance into its exp_var (SRC + /batch_norm/__init__.py).
+    # same biased batch variance into its exp_var: https://nn.labml.ai/normalization/batch_norm/index.html
     native = {"variance": "biased", "running_variance": "biased"}
     unsupported_ops = {"normalize": "labml-nn has no constant per-channel Normalize module",
                        "channel_stats": "labml-nn has no channel-statistics function"}
@@ -26,14 +25,15 @@ class LabmlAdapter(Adapter):
     def unsupported(self, case):
         p = case.params
         if case.op == "batch_norm" and p["momentum"] is None:
-            # exp_mean = (1 - self.momentum) * ...: momentum=None raises TypeError, no cumulative average
-            return f"labml-nn BatchNorm has no cumulative average: momentum=None fails in (1 - self.momentum) ({SRC}/batch_norm/__init__.py)"
+            # exp_mean = (1 - self.momentum) * ...: None raises TypeError (labml has no cumulative average)
+            return ("labml-nn BatchNorm has no cumulative average: momentum=None raises TypeError in "
+                    f"(1 - self.momentum) ({DOC.format('batch_norm')})")
         if (case.op == "group_norm" and case.layout == "channels_last"
                 and case.shape[1] // p["groups"] > 1 and math.prod(case.shape[2:]) > 1):
-            # InstanceNorm/BatchNorm view(N, C, -1) merges only the spatial dims, which NHWC memory keeps
-            # together; GroupNorm's view(N, groups, -1) must merge channels with positions.
-            return (f"labml-nn GroupNorm calls x.view(batch_size, groups, -1), which raises on a channels_last "
-                    f"tensor (a group spans several channels and positions) ({SRC}/group_norm/__init__.py)")
+            # InstanceNorm/BatchNorm's x.view(N, C, -1) merges only the spatial dims, which NHWC memory keeps
+            # together; GroupNorm's x.view(N, groups, -1) must merge channels with positions: it raises.
+            return ("labml-nn GroupNorm calls x.view(batch_size, groups, -1), which raises on a channels_last "
+                    f"tensor (a group spans several channels and positions) ({DOC.format('group_norm')})")
         return super().unsupported(case)
 
     def run(self, case, inputs):
@@ -59,7 +59,7 @@ class LabmlAdapter(Adapter):
 
         def tensor(v):
             """The canonical array as a tensor whose memory follows the case layout (NHWC seen as NCHW)."""
-            t = torch.from_numpy(to_layout(np.asarray(v), case.layout)).to(dtype)
+            t = torch.tensor(to_layout(np.asarray(v), case.layout)).to(dtype)
             return t.movedim(-1, 1) if case.layout == "channels_last" else t
 
         def param(v):
@@ -82,7 +82,8 @@ class LabmlAdapter(Adapter):
                 if p["training"]:
                     out.update(running_mean=norm.exp_mean, running_var=norm.exp_var)
             elif case.op == "layer_norm":
-                # LayerNorm normalizes the trailing dims: move the case's axes to the end, then back.
+                # LayerNorm normalizes the trailing dims only: move the case's axes to the end, then back
+                # (https://nn.labml.ai/normalization/layer_norm/index.html).
                 x, axes = tensor(inputs["x"]), p["axes"]
                 rest = [d for d in range(x.ndim) if d not in axes]
                 out = {"y": norm(x.permute(*rest, *axes)).permute(*np.argsort(rest + axes).tolist())}

@@ -1,4 +1,4 @@
-"""TensorFlow through Keras 3 normalization layers (TensorFlow backend) and ``tf`` ops, as their users write them."""
+"""TensorFlow: Keras 3 normalization layers on the TensorFlow backend and ``tf`` ops, as users write them."""
 from __future__ import annotations
 
 import importlib.metadata
@@ -45,6 +45,8 @@ class TensorflowAdapter(Adapter):
         x = cast(to_layout(inputs["x"], case.layout))
         cax = 1 if case.layout == "channels_first" else rank - 1  # where the channels live in memory
         spatial = [a for a in range(1, rank) if a != cax]
+        # dtype=case dtype as its users write it; Keras' norms then compute float16/bfloat16 in float32 inside:
+        # https://github.com/keras-team/keras/tree/v3.15.1/keras/src/layers/normalization/group_normalization.py
         affine = dict(center="bias" in inputs, scale="weight" in inputs, dtype=dt)
         if case.op in ("instance_norm", "group_norm"):
             # groups=-1 is Keras' instance norm: https://keras.io/api/layers/normalization_layers/group_normalization
@@ -52,7 +54,8 @@ class TensorflowAdapter(Adapter):
             layer = keras.layers.GroupNormalization(groups=groups, axis=cax, epsilon=p["eps"], **affine)
             out = {"y": self._affine(layer, x, inputs, cast)(x)}
         elif case.op == "layer_norm":
-            axes = [_axis(a, case.layout, rank) for a in p["axes"]]
+            memory = list(range(rank)) if cax == 1 else [0, *range(2, rank), 1]  # canonical dim at each memory axis
+            axes = [memory.index(a) for a in p["axes"]]
             # gamma/beta have the dims of the sorted (memory-order) axes:
             # https://keras.io/api/layers/normalization_layers/layer_normalization
             order = np.argsort(axes)
@@ -74,11 +77,14 @@ class TensorflowAdapter(Adapter):
         elif case.op == "normalize":  # (x - mean) / std with the constants in x's dtype, as users write it
             shape = [-1 if a == cax else 1 for a in range(rank)]
             out = {"y": (x - tf.reshape(cast(inputs["mean"]), shape)) / tf.reshape(cast(inputs["std"]), shape)}
-        elif p["method"] == "pooled":
-            out = {"mean": tf.math.reduce_mean(x, axis=[0] + spatial), "std": tf.math.reduce_std(x, axis=[0] + spatial)}
-        else:
-            out = {"mean": tf.math.reduce_mean(tf.math.reduce_mean(x, axis=spatial), axis=0),
-                   "std": tf.math.reduce_mean(tf.math.reduce_std(x, axis=spatial), axis=0)}
+        else:  # channel_stats with np.mean/np.std's analogs; on CPU they sum float16 in float16 (not repaired):
+            # https://github.com/tensorflow/tensorflow/issues/56890
+            per_image = p["method"] == "per_image_mean"
+            axes = spatial if per_image else [0] + spatial
+            mean, std = tf.math.reduce_mean(x, axis=axes), tf.math.reduce_std(x, axis=axes)
+            if per_image:  # the mean over images of each image's statistics
+                mean, std = tf.math.reduce_mean(mean, axis=0), tf.math.reduce_mean(std, axis=0)
+            out = {"mean": mean, "std": std}
         out = {k: tf.cast(v, tf.float64).numpy() for k, v in out.items()}
         if "y" in out:
             out["y"] = from_layout(out["y"], case.layout)
@@ -94,9 +100,3 @@ class TensorflowAdapter(Adapter):
             layer.beta.assign(arrange(inputs["bias"]))
         return layer
 
-
-def _axis(canonical: int, layout: str, rank: int) -> int:
-    """Where canonical dim ``canonical`` lives in ``layout`` memory order."""
-    if layout == "channels_first":
-        return canonical
-    return rank - 1 if canonical == 1 else (canonical - 1 if canonical > 1 else 0)

@@ -61,7 +61,18 @@ class CaseError(Exception):
         self.file, self.case_id, self.key, self.found, self.allowed = file, case_id, key, found, allowed
         where = f"{file}: case {case_id!r}" if case_id is not None else f"{file}"
         what = f"key {key!r}: " if key else ""
-        super().__init__(f"{where}: {what}found {_short(found)}; allowed: {allowed}")
+        hint = ""
+        if isinstance(found, str) and _looks_numeric(found):
+            hint = f" (YAML 1.1, as yaml.safe_load reads it, takes {found!r} as text: write it with a dot and a signed exponent, e.g. 1.0e-5)"
+        super().__init__(f"{where}: {what}found {_short(found)}; allowed: {allowed}{hint}")
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _short(value: Any) -> str:

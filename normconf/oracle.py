@@ -15,20 +15,36 @@ DDOF = {"biased": 0, "unbiased": 1}
 
 
 def mean_var(x: np.ndarray, axes, ddof: int) -> tuple[np.ndarray, np.ndarray]:
-    """Two-pass mean and variance over ``axes`` (kept as size-1 dims). n - ddof = 0 gives NaN."""
+    """Mean and variance over ``axes`` (kept as size-1 dims); see :func:`deviations`."""
+    return _moments(x, axes, ddof)[::2]
+
+
+def deviations(x: np.ndarray, axes, ddof: int) -> tuple[np.ndarray, np.ndarray]:
+    """``x - mean`` and the variance over ``axes``."""
+    return _moments(x, axes, ddof)[1:]
+
+
+def _moments(x: np.ndarray, axes, ddof: int):
+    """Two-pass mean and variance over ``axes`` (kept as size-1 dims). n - ddof = 0 gives NaN.
+
+    The second pass also takes the mean of the deviations, the rounding error of the first mean,
+    and subtracts it too (corrected two-pass): deviations stay accurate when |mean| >> std."""
     x = np.asarray(x, dtype=np.float64)
+    axes = tuple(axes)
     n = int(np.prod([x.shape[a] for a in axes]))
-    mean = x.sum(axis=tuple(axes), keepdims=True) / n
-    dev = x - mean
+    mean = x.sum(axis=axes, keepdims=True) / n
+    residual = (x - mean).sum(axis=axes, keepdims=True) / n
+    dev = (x - mean) - residual
+    mean = mean + residual
     with np.errstate(divide="ignore", invalid="ignore"):
-        var = (dev * dev).sum(axis=tuple(axes), keepdims=True) / np.float64(n - ddof)
-    return mean, var
+        var = (dev * dev).sum(axis=axes, keepdims=True) / np.float64(n - ddof)
+    return mean, dev, var
 
 
 def normalize_over(x, axes, eps: float, ddof: int) -> np.ndarray:
-    mean, var = mean_var(x, axes, ddof)
+    dev, var = deviations(x, axes, ddof)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return (x - mean) / np.sqrt(var + eps)
+        return dev / np.sqrt(var + eps)
 
 
 def _channel(v: np.ndarray, rank: int) -> np.ndarray:
@@ -70,8 +86,7 @@ def layer_norm(case: Case, inputs: dict) -> dict:
 
 
 def batch_norm(case: Case, inputs: dict) -> dict:
-    p = inputs_params = case.params
-    x = inputs["x"]
+    p, x = case.params, inputs["x"]
     axes = (0,) + tuple(range(2, x.ndim))
     shape_for = lambda v: _channel(v, x.ndim)  # noqa: E731
     if not p["training"]:
@@ -81,7 +96,7 @@ def batch_norm(case: Case, inputs: dict) -> dict:
     running_var = np.asarray(inputs["running_var"], dtype=np.float64)
     for k, xk in enumerate(inputs["x_steps"], start=1):
         mean, _ = mean_var(xk, axes, 0)
-        _, var_running = mean_var(xk, axes, DDOF[inputs_params["running_variance"]])
+        _, var_running = mean_var(xk, axes, DDOF[p["running_variance"]])
         # momentum weights the new statistic (PyTorch's convention); None = cumulative average 1/k
         m = 1.0 / k if p["momentum"] is None else p["momentum"]
         running_mean = (1 - m) * running_mean + m * mean.reshape(-1)

@@ -1,0 +1,24 @@
+"""Importing the engine and the adapter registry imports no framework (a fresh process)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FRAMEWORKS = ("torch", "tensorflow", "jax", "jaxlib", "flax", "keras", "cupy", "torchvision", "labml_nn", "einops")
+
+
+def test_engine_and_adapters_import_no_framework():
+    code = (
+        "import sys, json\n"
+        "import normconf, normconf.cases, normconf.engine, normconf.oracle, normconf.plugin, normconf.report\n"
+        "import adapters\n"
+        "from normconf.adapter import registry\n"
+        "reg = registry()\n"
+        "info = {name: a.available() for name, a in reg.items() if a.device == 'cpu'}\n"
+        f"print(json.dumps({{'loaded': [m for m in {FRAMEWORKS!r} if m in sys.modules], 'adapters': sorted(reg)}}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["loaded"] == [], f"importing the engine loaded {got['loaded']}"
+    assert {"numpy", "torch"} <= set(got["adapters"])

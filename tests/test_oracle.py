@@ -1,0 +1,186 @@
+"""The float64 oracle: against the exact rational oracle, against the seed documents, and by hand."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from normconf import exact, oracle
+from normconf.cases import load_paths, load_text
+from normconf.compare import ulp
+from normconf.engine import context
+from normconf.inputs import generate
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED, _ = load_paths([ROOT / "cases"])
+SMALL = [c for c in SHIPPED if np.prod(c.shape) <= 1200]
+ULPS = 4  # the float64 oracle's budget against the exact one
+
+
+def one(text):
+    cases, errors = load_text(text, "t.yaml")
+    assert not errors, errors
+    return cases[0]
+
+
+def worst_ulps(case) -> float:
+    """Largest |oracle - exact| in float64 ULPs of max(|exact|, 1) over all outputs.
+
+    Outputs are O(1) (or statistics of O(1) data); the scale floor of 1 keeps an affine shift or
+    a running mean that cancels to ~0 from turning a 1e-17 difference into 'millions of ULPs'."""
+    inputs = generate(case)
+    got, want = oracle.reference(case, inputs), exact.reference(case, inputs)
+    assert set(got) == set(want)
+    worst = 0.0
+    for name in want:
+        g, w = np.asarray(got[name]), np.asarray(want[name])
+        assert g.shape == w.shape, name
+        if not np.array_equal(np.isnan(g), np.isnan(w)):
+            return float("inf")  # NaN in different places
+        ok = ~np.isnan(w)
+        if ok.any():
+            worst = max(worst, float((np.abs(g[ok] - w[ok]) / ulp(np.maximum(np.abs(w[ok]), 1.0), "float64")).max()))
+    return worst
+
+
+@pytest.mark.parametrize("case", SMALL, ids=[c.key for c in SMALL])
+def test_float64_oracle_agrees_with_exact_oracle(case):
+    assert worst_ulps(case) <= ULPS
+
+
+def test_small_cases_cover_every_op_and_parameter():
+    ops = {c.op for c in SMALL}
+    assert ops == {"instance_norm", "batch_norm", "layer_norm", "group_norm", "normalize", "channel_stats"}
+    assert any(c.op == "batch_norm" and c.params["momentum"] is None for c in SMALL)
+    assert any(c.op == "batch_norm" and not c.params["training"] for c in SMALL)
+    assert any(c.params.get("variance") == "unbiased" for c in SMALL)
+    assert any(c.params.get("running_variance") == "unbiased" for c in SMALL)
+    assert any(c.params.get("weight") is not None for c in SMALL)
+    assert any(c.params.get("method") == "per_image_mean" for c in SMALL)
+    assert any(c.data is not None for c in SMALL), "a literal-data case is checked exactly"
+
+
+def test_seed_000_outputs_reproduced():
+    """Both printed outputs of seed 000: NumPy's (n divisor, 8 decimals) and PyTorch's (n-1, 4 decimals)."""
+    seeds = {c.id: c for c in SHIPPED if c.stem == "seeds"}
+    for cid, first in (("blog_2x3x5x5_biased", -1.01167305), ("blog_2x3x5x5_unbiased", -0.9912)):
+        case = seeds[cid]
+        ctx = context(case)
+        assert ctx.problem is None, ctx.problem
+        y = ctx.expected["y"]
+        assert round(float(y[0, 0, 0, 0]), 8 if "biased" == cid.split("_")[-1] else 4) == first
+        np.testing.assert_allclose(y, np.asarray(case.expect_values["y"]), rtol=0,
+                                   atol=0.5e-8 if cid.endswith("_biased") else 0.5e-4)
+    ratio = context(seeds["blog_2x3x5x5_unbiased"]).expected["y"] / context(seeds["blog_2x3x5x5_biased"]).expected["y"]
+    # the "0.99 vs 1.01" mismatch: y_unbiased / y_biased = sqrt((n-1)/n) with n = 25 (up to eps)
+    np.testing.assert_allclose(ratio, np.sqrt(24 / 25), rtol=1e-5)
+
+
+def test_every_shipped_expect_values_agrees_with_the_oracle():
+    for case in SHIPPED:
+        if case.expect_values:
+            assert context(case).problem is None, case.key
+
+
+def test_hand_computed_instance_norm():
+    case = one("cases: [{id: h, op: instance_norm, input: {shape: [1, 1, 4], dtype: float64, data: [[[1, 2, 3, 4]]]}, params: {eps: 0.0}}]")
+    y = oracle.reference(case, generate(case))["y"].ravel()
+    # mean 2.5, variance 1.25
+    np.testing.assert_allclose(y, np.array([-1.5, -0.5, 0.5, 1.5]) / np.sqrt(1.25), rtol=1e-15)
+
+
+def test_hand_computed_batch_norm_running_stats_and_cumulative_average():
+    text = ("cases: [{id: h, op: batch_norm, input: {shape: [2, 1], dtype: float64, generator: {dist: normal, seed: 5}}, "
+            "params: {steps: 3, momentum: MOM, running_variance: RV}}]")
+    for momentum in ("0.25", "null"):
+        for rv in ("biased", "unbiased"):
+            case = one(text.replace("MOM", momentum).replace("RV", rv))
+            inputs = generate(case)
+            out = oracle.reference(case, inputs)
+            m, v = 0.0, 1.0
+            for k, xk in enumerate(inputs["x_steps"], start=1):
+                f = 1.0 / k if momentum == "null" else 0.25
+                m = (1 - f) * m + f * xk.mean()
+                v = (1 - f) * v + f * xk.var(ddof=1 if rv == "unbiased" else 0)
+            np.testing.assert_allclose(out["running_mean"], [m], rtol=1e-14)
+            np.testing.assert_allclose(out["running_var"], [v], rtol=1e-14)
+            if momentum == "null":  # cumulative average: the plain mean of the batch statistics
+                np.testing.assert_allclose(out["running_mean"], [np.mean([x.mean() for x in inputs["x_steps"]])], rtol=1e-14)
+
+
+def test_batch_norm_eval_uses_running_statistics():
+    case = one("cases: [{id: e, op: batch_norm, input: {shape: [3, 2], dtype: float64, data: [[1, 2], [3, 4], [5, 6]]}, "
+               "params: {training: false, eps: 0.0, running_mean: [1.0, 2.0], running_var: [4.0, 16.0], weight: [2.0, 1.0], bias: [0.5, 0.0]}}]")
+    y = oracle.reference(case, generate(case))["y"]
+    np.testing.assert_allclose(y, [[0.5, 0.0], [2.5, 0.5], [4.5, 1.0]])
+
+
+def test_layer_norm_over_non_trailing_axes_and_weight_shape():
+    case = one("cases: [{id: l, op: layer_norm, input: {shape: [2, 3, 4], dtype: float64}, "
+               "params: {axes: [1], weight: {generator: {dist: uniform, seed: 1}}}}]")
+    inputs = generate(case)
+    x, w = inputs["x"], inputs["weight"]
+    assert w.shape == (3,)
+    want = (x - x.mean(1, keepdims=True)) / np.sqrt(x.var(1, keepdims=True) + 1e-5) * w.reshape(1, 3, 1)
+    np.testing.assert_allclose(oracle.reference(case, inputs)["y"], want, rtol=1e-13)
+
+
+def test_group_norm_with_groups_1_and_c_equals_layer_and_instance_norm():
+    base = "cases: [{id: g, op: OP, input: {shape: [2, 4, 3, 3], dtype: float64, generator: {dist: normal, seed: 9}}, params: PARAMS}]"
+    g1 = one(base.replace("OP", "group_norm").replace("PARAMS", "{groups: 1}"))
+    gc = one(base.replace("OP", "group_norm").replace("PARAMS", "{groups: 4}"))
+    ln = one(base.replace("OP", "layer_norm").replace("PARAMS", "{}"))
+    inn = one(base.replace("OP", "instance_norm").replace("PARAMS", "{}"))
+    ref = lambda c: oracle.reference(c, generate(c))["y"]  # noqa: E731
+    np.testing.assert_allclose(ref(g1), ref(ln), rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(ref(gc), ref(inn), rtol=1e-14, atol=1e-15)
+
+
+def test_channel_stats_pooled_vs_per_image_mean():
+    text = "cases: [{id: c, op: channel_stats, input: {shape: [2, 1, 2], dtype: float64, data: [[[0, 2]], [[10, 30]]]}, params: {method: M}}]"
+    pooled = oracle.reference(c := one(text.replace("M", "pooled")), generate(c))
+    per = oracle.reference(c := one(text.replace("M", "per_image_mean")), generate(c))
+    np.testing.assert_allclose(pooled["mean"], [10.5])
+    np.testing.assert_allclose(per["mean"], [10.5])
+    np.testing.assert_allclose(pooled["std"], [np.std([0, 2, 10, 30])])
+    np.testing.assert_allclose(per["std"], [(1.0 + 10.0) / 2])  # stds 1 and 10
+
+
+def test_zero_variance_and_n_minus_1_of_one_value():
+    case = one("cases: [{id: z, op: instance_norm, input: {shape: [1, 2, 1], dtype: float64}, params: {variance: V}}]".replace("V", "unbiased"))
+    assert np.isnan(oracle.reference(case, generate(case))["y"]).all()  # 0 / 0
+    case = one("cases: [{id: z, op: instance_norm, input: {shape: [1, 2, 1], dtype: float64}}]")
+    assert (oracle.reference(case, generate(case))["y"] == 0).all()
+
+
+def test_large_mean_deviations_are_accurate():
+    """The corrected two-pass keeps x - mean accurate at mean 1e6, std 1 (kappa = 1e6)."""
+    case = one("cases: [{id: s, op: layer_norm, input: {shape: [2, 512], dtype: float64, generator: {dist: normal, mean: 1.0e+6, seed: 4}}}]")
+    assert worst_ulps(case) <= ULPS
+
+
+# ---- the tests above have teeth: mutated oracles must fail them ----------------------------
+
+def _mutant_eps_outside_sqrt(x, axes, eps, ddof):
+    dev, var = oracle.deviations(x, axes, ddof)
+    return dev / (np.sqrt(var) + eps)
+
+
+def _mutant_n_minus_1(x, axes, eps, ddof):
+    dev, var = oracle.deviations(x, axes, ddof)
+    n = int(np.prod([np.shape(x)[a] for a in axes]))
+    return dev / np.sqrt(var * (n - ddof) / (n - ddof - 1) + eps)
+
+
+def _mutant_one_pass(x, axes, eps, ddof):
+    x = np.asarray(x, dtype=np.float64)
+    n = int(np.prod([x.shape[a] for a in axes]))
+    mean = x.mean(axis=tuple(axes), keepdims=True)
+    var = ((x * x).mean(axis=tuple(axes), keepdims=True) - mean * mean) * n / (n - ddof)
+    return (x - mean) / np.sqrt(var + eps)
+
+
+@pytest.mark.parametrize("mutant", [_mutant_eps_outside_sqrt, _mutant_n_minus_1, _mutant_one_pass])
+def test_mutated_oracle_is_caught(monkeypatch, mutant):
+    monkeypatch.setattr(oracle, "normalize_over", mutant)
+    caught = [c.key for c in SMALL if c.op in ("instance_norm", "layer_norm", "group_norm") and worst_ulps(c) > ULPS]
+    assert len(caught) >= 5, f"only {caught} noticed the mutation"
