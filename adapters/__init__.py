@@ -4,8 +4,14 @@ from __future__ import annotations
 
 def builtin():
     """One instance of every built-in adapter, in report order."""
+    from .cupy_adapter import CupyAdapter
+    from .jax_adapter import JaxAdapter, JaxCudaAdapter
+    from .labml_adapter import LabmlAdapter
     from .numpy_adapter import NumpyAdapter
     from .recipes import RECIPES
-    from .torch_adapter import TorchAdapter
+    from .tensorflow_adapter import TensorflowAdapter
+    from .torch_adapter import TorchAdapter, TorchCudaAdapter
 
-    return [NumpyAdapter(), TorchAdapter()] + [cls() for cls in RECIPES]
+    frameworks = [NumpyAdapter(), TorchAdapter(), TensorflowAdapter(), JaxAdapter(), LabmlAdapter(),
+                  TorchCudaAdapter(), JaxCudaAdapter(), CupyAdapter()]
+    return frameworks + [cls() for cls in RECIPES]

@@ -7,7 +7,6 @@ import numpy as np
 
 from normconf.adapter import Adapter, from_layout, to_layout
 
-DDOF = {"biased": 0, "unbiased": 1}
 FLAX_BATCHNORM = "https://flax.readthedocs.io/en/latest/api_reference/flax.linen/layers.html#flax.linen.BatchNorm"
 
 
@@ -49,34 +48,39 @@ class JaxAdapter(Adapter):
         import jax.numpy as jnp
 
         p, dt, layout = case.params, jnp.dtype(case.dtype), case.layout
-        # Mixed precision as Flax documents it: params (and batch_stats) at least float32, compute in dt.
+        # Params and batch_stats at Flax's float32 default (float64 for float64 users); Flax also computes
+        # the statistics of half inputs in float32 (force_float32_reductions): https://github.com/google/flax/issues/612
         pdt = jnp.promote_types(dt, jnp.float32)
         x = jnp.asarray(to_layout(inputs["x"], layout), dt)  # the layout's memory order, channels at cax
         cax = x.ndim - 1 if layout == "channels_last" else 1
         if case.op == "normalize":  # mean/std in the image's dtype, as torchvision's Normalize does
-            per_channel = lambda v: jnp.asarray(v, dt).reshape([-1 if a == cax else 1 for a in range(x.ndim)])  # noqa: E731
-            return {"y": (x - per_channel(inputs["mean"])) / per_channel(inputs["std"])}
+            mean, std = (jnp.asarray(inputs[k], dt).reshape([-1 if a == cax else 1 for a in range(x.ndim)])
+                         for k in ("mean", "std"))
+            return {"y": (x - mean) / std}
         if case.op == "channel_stats":
-            axes, ddof = tuple(a for a in range(x.ndim) if a != cax), DDOF[p["variance"]]
+            axes, ddof = tuple(a for a in range(x.ndim) if a != cax), int(p["variance"] == "unbiased")
             if p["method"] == "pooled":
                 return {"mean": jnp.mean(x, axis=axes), "std": jnp.std(x, axis=axes, ddof=ddof)}
             per = axes[1:]  # per image, then the mean over images
             return {"mean": jnp.mean(jnp.mean(x, axis=per), axis=0),
                     "std": jnp.mean(jnp.std(x, axis=per, ddof=ddof), axis=0)}
 
+        # use_fast_variance stays at Flax's default True, E[x^2]-E[x]^2 (cancels on large-mean inputs):
+        # https://flax.readthedocs.io/en/latest/api_reference/flax.linen/layers.html#flax.linen.LayerNorm
         common = dict(epsilon=p["eps"], dtype=dt, param_dtype=pdt,
                       use_scale="weight" in inputs, use_bias="bias" in inputs)
         weight = lambda v: v  # noqa: E731  (per-channel: already in Flax's order)
         if case.op == "instance_norm":
             module = nn.InstanceNorm(feature_axes=cax, **common)
         elif case.op == "layer_norm":
-            axes = [_memory_axis(a, layout, x.ndim) for a in p["axes"]]
+            # canonical dim a in memory order: channels_last moves C to the end and the spatial dims up one
+            axes = [a if layout == "channels_first" or a == 0 else x.ndim - 1 if a == 1 else a - 1 for a in p["axes"]]
             # Flax's scale has the normalized dims in memory order; the case's weight is in canonical order.
             weight = lambda v: np.transpose(v, np.argsort(axes))  # noqa: E731
             module = nn.LayerNorm(reduction_axes=axes, feature_axes=axes, **common)
         elif case.op == "group_norm":
-            # GroupNorm takes channels from the last axis only (no feature-axis option), so a channels_first
-            # user transposes: https://flax.readthedocs.io/en/latest/api_reference/flax.linen/layers.html
+            # GroupNorm reads channels from the last axis only (no feature-axis option): channels_first users
+            # transpose. https://flax.readthedocs.io/en/latest/api_reference/flax.linen/layers.html#flax.linen.GroupNorm
             module = nn.GroupNorm(num_groups=p["groups"], **common)
         else:
             # Flax momentum weights the OLD running value: 1 - PyTorch's (eval ignores it).
@@ -86,21 +90,19 @@ class JaxAdapter(Adapter):
         to_last = case.op == "group_norm" and layout == "channels_first"
         x = jnp.moveaxis(x, 1, -1) if to_last else x
         variables = dict(module.init(jax.random.key(0), x))
-        params = {k: jnp.asarray(weight(inputs[v]), pdt) for k, v in (("scale", "weight"), ("bias", "bias"))
-                  if v in inputs}
-        if params:
-            variables["params"] = params
+        if "weight" in inputs or "bias" in inputs:
+            variables["params"] = {k: jnp.asarray(weight(inputs[v]), pdt)
+                                   for k, v in (("scale", "weight"), ("bias", "bias")) if v in inputs}
         if case.op != "batch_norm":
             y = module.apply(variables, x)
             return {"y": jnp.moveaxis(y, -1, 1) if to_last else y}
-        variables["batch_stats"] = {"mean": jnp.asarray(inputs["running_mean"], pdt),
-                                    "var": jnp.asarray(inputs["running_var"], pdt)}
+        stats = {"mean": jnp.asarray(inputs["running_mean"], pdt), "var": jnp.asarray(inputs["running_var"], pdt)}
         if not p["training"]:
-            return {"y": module.apply(variables, x)}
+            return {"y": module.apply({**variables, "batch_stats": stats}, x)}
         for xk in inputs["x_steps"]:
-            y, updated = module.apply(variables, jnp.asarray(to_layout(xk, layout), dt), mutable=["batch_stats"])
-            variables["batch_stats"] = updated["batch_stats"]
-        stats = variables["batch_stats"]
+            xk = jnp.asarray(to_layout(xk, layout), dt)
+            y, stats = module.apply({**variables, "batch_stats": stats}, xk, mutable=["batch_stats"])
+            stats = stats["batch_stats"]
         return {"y": y, "running_mean": stats["mean"], "running_var": stats["var"]}
 
 
@@ -119,13 +121,7 @@ def _no_gpu() -> str | None:
 
     try:
         jax.devices("gpu")
-    except RuntimeError as exc:
+    except Exception as exc:  # no CUDA jaxlib plugin, or a GPU it cannot open
         return f"JAX sees no GPU (jax.devices('gpu') raised {exc})"
     return None
 
-
-def _memory_axis(canonical: int, layout: str, rank: int) -> int:
-    """Where canonical dim ``canonical`` of [N, C, *spatial] lives in ``layout`` memory order."""
-    if layout == "channels_first" or canonical == 0:
-        return canonical
-    return rank - 1 if canonical == 1 else canonical - 1

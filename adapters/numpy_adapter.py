@@ -15,18 +15,23 @@ class NumpyAdapter(Adapter):
     requires = ("numpy",)
     unsupported_dtypes = {"bfloat16": "NumPy has no bfloat16 dtype"}
 
+    @property
+    def xp(self):
+        """The array module the formula runs on ("same as NumPy, except the arrays": CuPy overrides it)."""
+        return np
+
     def run(self, case, inputs):
-        p, dt = case.params, np.dtype(case.dtype)
+        xp, p, dt = self.xp, case.params, np.dtype(case.dtype)
         # Work in the layout's own memory order: the channel axis is 1 or -1.
-        x = to_layout(inputs["x"], case.layout).astype(dt)
+        x = xp.asarray(to_layout(inputs["x"], case.layout), dtype=dt)
         cax = 1 if case.layout == "channels_first" else x.ndim - 1
         spatial = tuple(a for a in range(1, x.ndim) if a != cax)
-        per_channel = lambda v: np.asarray(v, dt).reshape([-1 if a == cax else 1 for a in range(x.ndim)])  # noqa: E731
+        per_channel = lambda v: xp.asarray(v, dt).reshape([-1 if a == cax else 1 for a in range(x.ndim)])  # noqa: E731
 
         def norm(x, axes, weight_shape=per_channel):
-            mean = np.mean(x, axis=axes, keepdims=True)
-            var = np.var(x, axis=axes, keepdims=True, ddof=DDOF[p["variance"]])
-            y = (x - mean) / np.sqrt(var + dt.type(p["eps"]))
+            mean = xp.mean(x, axis=axes, keepdims=True)
+            var = xp.var(x, axis=axes, keepdims=True, ddof=DDOF[p["variance"]])
+            y = (x - mean) / xp.sqrt(var + dt.type(p["eps"]))
             if "weight" in inputs:
                 y = y * weight_shape(inputs["weight"])
             if "bias" in inputs:
@@ -38,11 +43,11 @@ class NumpyAdapter(Adapter):
             out["y"] = norm(x, spatial)
         elif case.op == "group_norm":
             g = p["groups"]
-            xc = np.moveaxis(x, cax, 1)  # group the channel axis: [N, G, C/G, *spatial]
+            xc = xp.moveaxis(x, cax, 1)  # group the channel axis: [N, G, C/G, *spatial]
             grouped = xc.reshape((xc.shape[0], g, xc.shape[1] // g) + xc.shape[2:])
-            mean = np.mean(grouped, axis=tuple(range(2, grouped.ndim)), keepdims=True)
-            var = np.var(grouped, axis=tuple(range(2, grouped.ndim)), keepdims=True, ddof=DDOF[p["variance"]])
-            y = np.moveaxis(((grouped - mean) / np.sqrt(var + dt.type(p["eps"]))).reshape(xc.shape), 1, cax)
+            mean = xp.mean(grouped, axis=tuple(range(2, grouped.ndim)), keepdims=True)
+            var = xp.var(grouped, axis=tuple(range(2, grouped.ndim)), keepdims=True, ddof=DDOF[p["variance"]])
+            y = xp.moveaxis(((grouped - mean) / xp.sqrt(var + dt.type(p["eps"]))).reshape(xc.shape), 1, cax)
             if "weight" in inputs:
                 y = y * per_channel(inputs["weight"])
             if "bias" in inputs:
@@ -53,7 +58,7 @@ class NumpyAdapter(Adapter):
             order = sorted(range(len(axes)), key=lambda i: axes[i])  # weight dims in memory order
 
             def weight_shape(v):
-                v = np.transpose(np.asarray(v, dt), order)
+                v = xp.transpose(xp.asarray(v, dt), order)
                 shape = [1] * x.ndim
                 for i, a in enumerate(sorted(axes)):
                     shape[a] = v.shape[i]
@@ -61,18 +66,18 @@ class NumpyAdapter(Adapter):
             out["y"] = norm(x, tuple(axes), weight_shape)
         elif case.op == "batch_norm":
             axes = (0,) + spatial
-            rm = np.asarray(inputs["running_mean"], dt)
-            rv = np.asarray(inputs["running_var"], dt)
+            rm = xp.asarray(inputs["running_mean"], dt)
+            rv = xp.asarray(inputs["running_var"], dt)
             if not p["training"]:
-                y = (x - per_channel(rm)) / np.sqrt(per_channel(rv) + dt.type(p["eps"]))
+                y = (x - per_channel(rm)) / xp.sqrt(per_channel(rv) + dt.type(p["eps"]))
                 y = y * per_channel(inputs["weight"]) if "weight" in inputs else y
                 out["y"] = y + per_channel(inputs["bias"]) if "bias" in inputs else y
             else:
                 for k, xk in enumerate(inputs["x_steps"], start=1):
-                    xk = to_layout(xk, case.layout).astype(dt)
+                    xk = xp.asarray(to_layout(xk, case.layout), dtype=dt)
                     m = dt.type(1.0 / k if p["momentum"] is None else p["momentum"])
-                    rm = (1 - m) * rm + m * np.mean(xk, axis=axes)
-                    rv = (1 - m) * rv + m * np.var(xk, axis=axes, ddof=DDOF[p["running_variance"]])
+                    rm = (1 - m) * rm + m * xp.mean(xk, axis=axes)
+                    rv = (1 - m) * rv + m * xp.var(xk, axis=axes, ddof=DDOF[p["running_variance"]])
                     out["y"] = norm(xk, axes)
                 out["running_mean"], out["running_var"] = rm, rv
         elif case.op == "normalize":
@@ -80,11 +85,11 @@ class NumpyAdapter(Adapter):
         elif case.op == "channel_stats":
             ddof = DDOF[p["variance"]]
             if p["method"] == "pooled":
-                out["mean"] = np.mean(x, axis=(0,) + spatial)
-                out["std"] = np.std(x, axis=(0,) + spatial, ddof=ddof)
+                out["mean"] = xp.mean(x, axis=(0,) + spatial)
+                out["std"] = xp.std(x, axis=(0,) + spatial, ddof=ddof)
             else:
-                out["mean"] = np.mean(np.mean(x, axis=spatial), axis=0)
-                out["std"] = np.mean(np.std(x, axis=spatial, ddof=ddof), axis=0)
+                out["mean"] = xp.mean(xp.mean(x, axis=spatial), axis=0)
+                out["std"] = xp.mean(xp.std(x, axis=spatial, ddof=ddof), axis=0)
         if "y" in out:
             out["y"] = from_layout(out["y"], case.layout)
         return out

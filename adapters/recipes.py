@@ -6,7 +6,7 @@ import importlib.util
 
 import numpy as np
 
-from normconf.adapter import Adapter
+from normconf.adapter import Adapter, to_layout
 
 FOUR_D = "the recipe unpacks n, c, h, w = feat.shape: [N, C, H, W] input only"
 
@@ -89,9 +89,7 @@ class Seed001Labml(Recipe):
     native = {"variance": "biased"}
 
     def unsupported(self, case):
-        if case.op in self.ops and case.layout == "channels_last":
-            return "x.view(batch_size, channels, -1) raises on a channels_last (non-contiguous) tensor"
-        if case.op in self.ops:  # the module takes [batch, channels, *]: any rank
+        if case.op in self.ops:  # the module takes [batch, channels, *] of any rank and layout
             return Adapter.unsupported(self, case)
         return super().unsupported(case)
 
@@ -106,7 +104,8 @@ class Seed001Labml(Recipe):
                 norm.scale.copy_(torch.tensor(inputs["weight"]))
             if "bias" in inputs:
                 norm.shift.copy_(torch.tensor(inputs["bias"]))
-            y = norm(torch.tensor(inputs["x"]).to(getattr(torch, case.dtype)))
+            x = torch.tensor(to_layout(inputs["x"], case.layout)).to(getattr(torch, case.dtype))
+            y = norm(x.movedim(-1, 1) if case.layout == "channels_last" else x)  # NHWC memory seen as NCHW
         return {"y": y.to(torch.float64).numpy()}
 
 

@@ -85,9 +85,8 @@ class Adapter:
 
 def to_layout(x: np.ndarray, layout: str) -> np.ndarray:
     """A writable copy of the canonical [N, C, *spatial] array, in the memory order of ``layout``."""
-    if layout == "channels_last":
-        return np.ascontiguousarray(np.moveaxis(x, 1, -1))
-    return np.array(x, order="C", copy=True)
+    moved = np.moveaxis(x, 1, -1) if layout == "channels_last" else x
+    return np.array(moved, order="C", copy=True)
 
 
 def from_layout(y: np.ndarray, layout: str) -> np.ndarray:

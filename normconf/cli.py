@@ -1,0 +1,131 @@
+"""``python -m normconf list | golden | report``.
+
+    python -m normconf list                      # adapters (with availability) and cases
+    python -m normconf golden cases/seeds.yaml --out golden/
+    python -m normconf report reports/conformance.json gpu.json -o reports/conformance.html
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .adapter import AdapterLoadError, registry
+from .cases import load_paths
+from .engine import context
+from .report import safe_name, write_json
+
+DEFAULT_CASES = Path(__file__).resolve().parents[1] / "cases"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m normconf", description="normconf: conformance of normalization layers")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_list = sub.add_parser("list", help="list adapters (with availability) and cases")
+    p_list.add_argument("--cases", action="append", default=[], metavar="PATH", help="case file or folder (default: cases/)")
+    p_list.add_argument("--adapter", action="append", default=[], metavar="MODULE:CLASS", help="also list this adapter")
+    p_list.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    p_gold = sub.add_parser("golden", help="write inputs and oracle outputs as .npz + manifest.json")
+    p_gold.add_argument("paths", nargs="+", metavar="CASEFILE", help="case files or folders")
+    p_gold.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+
+    p_rep = sub.add_parser("report", help="merge conformance JSON files and render the HTML report")
+    p_rep.add_argument("inputs", nargs="+", metavar="JSON", help="conformance.json files (a CPU run, a GPU run, ...)")
+    p_rep.add_argument("-o", "--output", default="reports/conformance.html", metavar="HTML")
+    p_rep.add_argument("--json-out", default=None, metavar="JSON", help="also write the merged JSON here")
+
+    args = parser.parse_args(argv)
+    return {"list": cmd_list, "golden": cmd_golden, "report": cmd_report}[args.command](args)
+
+
+def cmd_list(args) -> int:
+    try:
+        adapters = registry(args.adapter)
+    except AdapterLoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    cases, errors = load_paths(args.cases or [DEFAULT_CASES])
+    if args.json:
+        print(json.dumps({"adapters": {n: a.describe() for n, a in adapters.items()},
+                          "cases": [{"case": c.key, "op": c.op, "shape": list(c.shape), "dtype": c.dtype,
+                                     "layout": c.layout, "tags": list(c.tags)} for c in cases],
+                          "errors": [str(e) for e in errors]}, indent=1))
+        return 1 if errors else 0
+    print(f"adapters ({len(adapters)}):")
+    for name, adapter in adapters.items():
+        d = adapter.describe()
+        state = "available" if d["available"] else f"unavailable: {d['reason']}"
+        print(f"  {name:<28} {d['framework']:<11} {d['version'] or '-':<12} {d['device']:<5} {state}")
+    print(f"\ncases ({len(cases)}):")
+    for c in cases:
+        tags = f"  [{', '.join(c.tags)}]" if c.tags else ""
+        print(f"  {c.key:<70} {c.op:<14} {c.dtype:<9} {c.layout:<15} {list(c.shape)}{tags}")
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def cmd_golden(args) -> int:
+    """Golden vectors: per case one .npz of float64 arrays (inputs hold values exact in the case dtype)."""
+    cases, errors = load_paths(args.paths)
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
+    if not cases:
+        print("error: no valid case to write", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for i, case in enumerate(cases, start=1):
+        ctx = context(case)
+        arrays = {f"input.{k}": np.asarray(v, dtype=np.float64) for k, v in ctx.inputs.items() if k != "x_steps"}
+        for k, xk in enumerate(ctx.inputs.get("x_steps", [])):
+            arrays[f"input.x_step{k}"] = np.asarray(xk, dtype=np.float64)
+        arrays.update({f"output.{k}": np.asarray(v, dtype=np.float64) for k, v in ctx.expected.items()})
+        name = f"{safe_name(case.stem)}__{safe_name(case.id)}.npz"
+        np.savez(out / name, **arrays)
+        digest = hashlib.sha256((out / name).read_bytes()).hexdigest()
+        entries.append({"case": case.key, "file": name, "sha256": digest, "op": case.op, "dtype": case.dtype,
+                        "layout": case.layout, "shape": list(case.shape), "params": case.params,
+                        "arrays": {k: list(v.shape) for k, v in arrays.items()},
+                        "tolerance": {k: ctx.tolerance[k] for k in ctx.expected},
+                        "default_tolerance_formula": "see README, Tolerances",
+                        "problem": ctx.problem})
+        print(f"[{i}/{len(cases)}] {case.key} -> {name}", file=sys.stderr)
+    manifest = {"schema_version": 1, "generator": "normconf golden",
+                "note": ("arrays are float64; input values are exactly representable in the case dtype; "
+                         "outputs are the float64 oracle (two-pass statistics); canonical [N, C, *spatial] order"),
+                "cases": entries}
+    write_json(manifest, out / "manifest.json")
+    print(f"wrote {len(entries)} cases to {out}/ (manifest.json)")
+    return 1 if errors else 0
+
+
+def cmd_report(args) -> int:
+    from .html import merge, render
+
+    docs = []
+    for path in args.inputs:
+        try:
+            docs.append(json.loads(Path(path).read_text(encoding="utf-8")))
+        except (OSError, ValueError) as exc:
+            print(f"error: {path}: {exc}", file=sys.stderr)
+            return 2
+    merged = merge(docs, [str(p) for p in args.inputs])
+    if args.json_out:
+        write_json(merged, args.json_out)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(render(merged), encoding="utf-8")
+    print(f"wrote {args.output} ({len(merged['results'])} results from {len(docs)} file(s))")
+    return 0
+
+
+
+if __name__ == "__main__":
+    sys.exit(main())
