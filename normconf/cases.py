@@ -77,7 +77,7 @@ def _looks_numeric(text: str) -> bool:
 
 def _short(value: Any) -> str:
     text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 @dataclass
@@ -134,33 +134,30 @@ def load_file(path: str | Path) -> tuple[list[Case], list[CaseError]]:
 
 def load_text(text: str, file: str) -> tuple[list[Case], list[CaseError]]:
     try:
-        doc = yaml.safe_load(text)
+        doc, case_nodes = _safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        return [], [CaseError(file, None, None, f"YAML that does not parse{where}: {problem}",
-                              "plain YAML (safe_load: no !!python tags)")]
+        return [], [CaseError(file, None, None, _yaml_problem(exc), "plain YAML (safe_load: no !!python tags)")]
     if not isinstance(doc, dict):
         return [], [CaseError(file, None, None, type(doc).__name__, "a mapping with 'cases:' (and optional 'defaults:')")]
     unknown = set(doc) - {"defaults", "cases"}
     if unknown:
         return [], [CaseError(file, None, sorted(unknown)[0], sorted(unknown), "top-level keys: defaults, cases")]
     defaults = doc.get("defaults") or {}
-    entries = doc.get("cases")
     if not isinstance(defaults, dict):
         return [], [CaseError(file, None, "defaults", defaults, "a mapping merged into every case")]
-    if not isinstance(entries, list):
-        return [], [CaseError(file, None, "cases", entries, "a list of cases")]
+    if case_nodes is None:
+        return [], [CaseError(file, None, "cases", doc.get("cases"), "a list of cases")]
     cases, errors, seen = [], [], set()
-    for index, entry in enumerate(entries):
-        label = entry.get("id") if isinstance(entry, dict) and isinstance(entry.get("id"), str) else f"#{index}"
+    for index, (node, entry) in enumerate(case_nodes):
+        label = _node_id(node) or f"#{index + 1}"
         try:
+            if isinstance(entry, yaml.YAMLError):
+                raise CaseError(file, label, None, _yaml_problem(entry), "plain YAML (safe_load: no !!python tags)")
             if not isinstance(entry, dict):
                 raise CaseError(file, label, None, entry, "a mapping with id, op, input, ...")
             merged = _merge(defaults, entry)
-            for expanded in _expand(merged, file, label):
-                case = _validate(expanded, file)
+            for expanded, from_matrix in _expand(merged, file, label):
+                case = _validate(expanded, file, label, from_matrix)
                 if case.id in seen:
                     raise CaseError(file, case.id, "id", case.id, "ids unique within their file")
                 seen.add(case.id)
@@ -168,6 +165,50 @@ def load_text(text: str, file: str) -> tuple[list[Case], list[CaseError]]:
         except CaseError as exc:
             errors.append(exc)
     return cases, errors
+
+
+def _safe_load(text: str):
+    """``yaml.safe_load`` of the file, except that each entry of ``cases:`` is constructed on its
+    own, so that one refused tag (``!!python/object``...) costs only its own case. Returns the
+    document (``cases`` left out) and ``[(node, value or YAMLError)]`` for the cases."""
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None or not isinstance(root, yaml.MappingNode):
+            return (loader.construct_document(root) if root is not None else None), None
+        doc, case_nodes = {}, None
+        for key_node, value_node in root.value:
+            key = loader.construct_object(key_node, deep=True)
+            if key == "cases" and isinstance(value_node, yaml.SequenceNode):
+                case_nodes = []
+                for item in value_node.value:
+                    try:
+                        case_nodes.append((item, loader.construct_object(item, deep=True)))
+                    except yaml.YAMLError as exc:
+                        case_nodes.append((item, exc))
+            else:
+                doc[key] = loader.construct_object(value_node, deep=True)
+        if case_nodes is None and "cases" not in doc:
+            case_nodes = []
+        return doc, case_nodes
+    finally:
+        loader.dispose()
+
+
+def _node_id(node) -> str | None:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if (isinstance(key, yaml.ScalarNode) and key.value == "id" and isinstance(value, yaml.ScalarNode)
+                    and value.tag == "tag:yaml.org,2002:str"):
+                return value.value
+    return None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}" if mark else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"YAML that does not parse{where}: {problem}"
 
 
 def load_paths(paths) -> tuple[list[Case], list[CaseError]]:
@@ -197,6 +238,10 @@ def is_case_file(path: Path) -> bool:
 def _merge(base: Any, over: Any) -> Any:
     if isinstance(base, dict) and isinstance(over, dict):
         out = dict(base)
+        # input.data and input.generator are alternatives: a case's own choice replaces the default's
+        for a, b in (("data", "generator"), ("generator", "data")):
+            if a in over and b in out and a not in base:
+                del out[b]
         for key, value in over.items():
             out[key] = _merge(base[key], value) if key in base else value
         return out
@@ -206,8 +251,10 @@ def _merge(base: Any, over: Any) -> Any:
 def _expand(entry: dict, file: str, label: str):
     matrix = entry.get("matrix")
     if matrix is None:
-        yield entry
+        yield entry, False
         return
+    if not isinstance(entry.get("id"), str) or not ID_RE.match(entry["id"]):
+        raise CaseError(file, label, "id", entry.get("id"), "a string of [a-z0-9_.-]+")
     if not isinstance(matrix, dict) or not matrix:
         raise CaseError(file, label, "matrix", matrix, "a mapping {dotted.key: [values, ...]}")
     keys = list(matrix)
@@ -229,7 +276,7 @@ def _expand(entry: dict, file: str, label: str):
             node[last] = value
             suffix.append(f"{last}={_fmt(value)}")
         case["id"] = f"{entry.get('id')}@{','.join(suffix)}"
-        yield case
+        yield case, True
 
 
 def _fmt(value: Any) -> str:
@@ -242,10 +289,11 @@ def _fmt(value: Any) -> str:
 
 # ----------------------------------------------------------------------------- validation
 
-def _validate(entry: dict, file: str) -> Case:
+def _validate(entry: dict, file: str, label: str, from_matrix: bool = False) -> Case:
     cid = entry.get("id")
-    if not isinstance(cid, str) or not ID_RE.match(cid.split("@")[0]):
-        raise CaseError(file, cid if isinstance(cid, str) else None, "id", cid, "a string of [a-z0-9_.-]+")
+    base_id = cid.split("@")[0] if isinstance(cid, str) and from_matrix else cid
+    if not isinstance(cid, str) or not ID_RE.match(base_id if isinstance(base_id, str) else ""):
+        raise CaseError(file, cid if isinstance(cid, str) else label, "id", cid, "a string of [a-z0-9_.-]+")
 
     def err(key, found, allowed):
         return CaseError(file, cid, key, found, allowed)

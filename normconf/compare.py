@@ -71,7 +71,8 @@ def compare(expected, actual, dtype: str, atol: float, rtol: float) -> dict:
         diff = np.where(np.isnan(diff), np.inf, diff)  # NaN against a number, inf against another
         allowed = atol + rtol * np.where(np.isfinite(e), np.abs(e), 0.0)
         ratio = np.where(allowed > 0, diff / allowed, np.where(diff > 0, np.inf, 0.0))
-        rel = np.where(np.abs(e) > 0, diff / np.abs(e), np.where(diff > 0, np.inf, 0.0))
+        finite = np.isfinite(e) & (np.abs(e) > 0)
+        rel = np.where(finite, diff / np.where(finite, np.abs(e), 1.0), np.where(diff > 0, np.inf, 0.0))
         ulps = diff / ulp(np.where(np.isfinite(e), e, 0.0), dtype)
     bad = diff > allowed
     if e.size:

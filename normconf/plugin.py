@@ -136,6 +136,8 @@ class _XdistHooks:
 
 
 def pytest_report_header(config):
+    if hasattr(config, "workerinput"):
+        return []  # xdist workers: the controller prints it (and availability checks import frameworks)
     state = config.stash[STATE]
     lines = ["normconf adapters:"]
     for name, adapter in state.adapters.items():
@@ -159,7 +161,7 @@ class CaseFile(pytest.File):
         state = self.config.stash[STATE]
         cases, errors = load_file(self.path)
         for error in errors:
-            label = error.case_id if error.case_id is not None else "<file>"
+            label = error.case_id if error.case_id is not None else "<file>"  # id-less cases: "#3"
             yield CaseErrorItem.from_parent(self, name=f"{self.path.stem}/{label}", error=error)
         for case in cases:
             for name in state.selected:
@@ -215,7 +217,7 @@ class CaseItem(pytest.Item):
         if status in ("unsupported", "unavailable"):
             # reported at the item's location, not this line
             raise pytest.skip.Exception(f"{self.adapter.name} {status}: {result['reason']}", _use_item_location=True)
-        raise CaseFailure(failure_text(self.case, self.adapter, result, self.nodeid))
+        raise CaseFailure(failure_text(self.case, self.adapter, result, self.nodeid, self.config))
 
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, CaseFailure):
@@ -226,7 +228,7 @@ class CaseItem(pytest.Item):
         return self.path, 0, self.name
 
 
-def failure_text(case, adapter, result, nodeid) -> str:
+def failure_text(case, adapter, result, nodeid, config) -> str:
     head = {"fail": "MISMATCH", "stale": "STALE EXPECTATION [XPASS(strict)]", "error": "ERROR"}[result["status"]]
     lines = [f"{head}: {case.key} on {adapter.name} ({case.op}, {case.dtype}, {case.layout}, shape {list(case.shape)})",
              f"  {result['reason']}"]
@@ -247,10 +249,13 @@ def failure_text(case, adapter, result, nodeid) -> str:
     if result.get("traceback"):
         lines.append("  traceback (last frames):")
         lines += ["    " + line for line in result["traceback"].rstrip().splitlines()]
+    specs = list(config.option.adapter)
+    options = "".join(f" --adapter {shlex.quote(s)}" for s in specs)
+    options += "".join(f" --cases {shlex.quote(str(p))}" for p in config.option.cases)
     lines += ["  reproduce:",
-              f"    pytest {shlex.quote(nodeid)}",
+              f"    pytest {shlex.quote(nodeid)}{options}",
               f"    python -c \"import normconf, pprint; pprint.pprint(normconf.reproduce("
-              f"{case.file!r}, {case.id!r}, {adapter.name!r}))\""]
+              f"{case.file!r}, {case.id!r}, {adapter.name!r}{', ' + repr(specs) if specs else ''}))\""]
     return "\n".join(lines)
 
 
@@ -264,7 +269,7 @@ def pytest_sessionfinish(session, exitstatus):
     if hasattr(config, "workerinput"):
         return
     try:
-        if state.results or state.collected:
+        if state.results:  # a run that ran no case (--collect-only, -k matching none) leaves the report alone
             doc = build(state.results, environment(state.adapters), state.store, state.cases)
             path = write_json(doc, state.report_dir / "conformance.json")
             state.written = path

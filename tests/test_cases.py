@@ -1,5 +1,6 @@
 """The case loader: every malformed case is one clear CaseError, and the other cases still load."""
 import itertools
+import re
 from pathlib import Path
 
 import pytest
@@ -158,9 +159,16 @@ def test_expect_values_of_an_output_the_op_lacks():
 
 
 def test_error_of_a_case_without_id_names_its_position():
-    cases, errors = load_text("cases:\n" + BEFORE + "  - {op: instance_norm, input: {shape: [1, 2, 3]}}\n" + AFTER, FILE)
+    # with no usable id, the case can only be named by its position: two such errors must differ
+    text = ("cases:\n" + BEFORE + "  - {op: instance_norm, input: {shape: [1, 2, 3]}}\n"
+            "  - {id: 5, op: layer_norm, input: {shape: [2, 3]}}\n" + AFTER)
+    cases, errors = load_text(text, FILE)
     assert [c.id for c in cases] == ["first", "last"]
-    assert len(errors) == 1 and errors[0].key == "id" and FILE in str(errors[0])
+    assert len(errors) == 2 and all(e.key == "id" and FILE in str(e) for e in errors)
+    assert "found None" in str(errors[0]) and "found 5" in str(errors[1])
+    for error in errors:
+        assert re.search(r"#\d", str(error)), f"the case is not named by its position: {error}"
+    assert errors[0].case_id != errors[1].case_id
 
 
 # ----------------------------------------------------------------------------- unsafe YAML
