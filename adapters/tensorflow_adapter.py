@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import os
+import sys
 
 import numpy as np
 
@@ -37,6 +39,10 @@ class TensorflowAdapter(Adapter):
 
     def run(self, case, inputs):
         os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+        if "tensorflow" not in sys.modules and importlib.util.find_spec("triton") is not None:
+            # TF >= 2.20 loads its LLVM with RTLD_GLOBAL; a triton loaded after it (torch and torchvision
+            # import it lazily) segfaults, so it goes first: https://github.com/tensorflow/tensorflow/issues/124205
+            import triton  # noqa: F401
         import keras
         import tensorflow as tf
 

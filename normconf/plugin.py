@@ -17,7 +17,7 @@ from .adapter import AdapterLoadError, registry
 from .cases import CaseError, is_case_file, load_file
 from .compare import fmt
 from .engine import context, evaluate
-from .report import ArrayStore, build, case_summary, environment, write_json
+from .report import ArrayStore, build, case_summary, environment, headroom, write_json
 
 OUTCOME = {"pass": "passed", "fail": "failed", "stale": "failed", "error": "failed", "expected": "xfailed",
            "unsupported": "skipped", "unavailable": "skipped"}
@@ -304,6 +304,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             ratio = max([_ratio(m) for m in r["outputs"].values()] or [0])
             why = (r.get("explanation") or {}).get("detail") or r.get("reason") or ""
             tr.write_line(f"  {ratio:>10.3g}x  {r['status']:<8} {r['case']}[{r['adapter']}]  {why[:110]}")
+    rows = headroom(state.results)
+    if rows:
+        tr.write_line("tolerance headroom (largest error / tolerance among passing results, per dtype):")
+        for dtype, (ratio, where) in rows.items():
+            tr.write_line(f"  {dtype:<9} {ratio:8.3f}  at {where}")
     written = getattr(state, "written", None)
     if written:
         tr.write_line(f"results: {written}")

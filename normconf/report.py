@@ -160,3 +160,19 @@ def case_summary(case, ctx=None) -> dict:
                             std=float(np.std(x)), condition=ctx.condition)
         out["tolerance"] = ctx.tolerance
     return out
+
+
+def headroom(results: list[dict]) -> dict[str, tuple[float, str]]:
+    """Per dtype, the largest error / tolerance among passing results (1.0 = at the tolerance).
+
+    Results where a native convention differs from the case's are left out: they pass only because
+    the convention's effect is below the tolerance, which says nothing about the tolerance itself."""
+    out: dict[str, tuple[float, str]] = {}
+    for r in results:
+        if r["status"] != "pass" or r.get("native"):
+            continue
+        for name, m in r["outputs"].items():
+            ratio = m.get("ratio")
+            if isinstance(ratio, (int, float)) and ratio > out.get(r["dtype"], (-1.0, ""))[0]:
+                out[r["dtype"]] = (float(ratio), f"{r['case']}[{r['adapter']}] {name}")
+    return dict(sorted(out.items()))
