@@ -10,7 +10,8 @@ def builtin():
     from .numpy_adapter import NumpyAdapter
     from .recipes import RECIPES
     from .tensorflow_adapter import TensorflowAdapter
-    from .torch_adapter import TorchAdapter, TorchCudaAdapter
+    from .torch_adapter import TorchAdapter
+    from .torch_cuda_adapter import TorchCudaAdapter
 
     frameworks = [NumpyAdapter(), TorchAdapter(), TensorflowAdapter(), JaxAdapter(), LabmlAdapter(),
                   TorchCudaAdapter(), JaxCudaAdapter(), CupyAdapter()]
