@@ -18,6 +18,7 @@ from . import oracle
 from .adapter import Adapter
 from .cases import Case
 from .compare import compare, decimals, default_tolerance, fmt
+from .explain import explain
 from .inputs import generate
 from .known import Known
 
@@ -165,6 +166,11 @@ def evaluate(case: Case, adapter: Adapter, known: list[Known] = ()) -> dict:
             stale.append((",".join(covered), f"{entry.label()} expects a mismatch in {covered}, "
                                              f"but they agree: the entry is stale"))
             result["known"] = {"index": entry.index, "cause": entry.cause, "reason": entry.reason, "link": entry.link}
+    if failed or excused:
+        # why: the single change of convention that makes the oracle reproduce the output
+        start = time.perf_counter()
+        result["explanation"] = explain(case, ctx.inputs, ctx.expected, result["arrays"], ctx.tolerance)
+        result["explain_seconds"] = time.perf_counter() - start
     if failed:
         result["status"], result["reason"] = "fail", _fail_text(failed, result["outputs"])
     elif stale:
@@ -172,9 +178,29 @@ def evaluate(case: Case, adapter: Adapter, known: list[Known] = ()) -> dict:
     elif excused:
         result["status"] = "expected"
         result["reason"] = "; ".join(dict.fromkeys(f"{e[0]}: {e[2]}" for e in excused))
+        declared = {NATIVE_CAUSE.get(k, k) for k in native} | {k.cause for k in entries}
+        found = _causes(result["explanation"])
+        if declared and not found & declared:
+            result["explanation_mismatch"] = {"declared": sorted(declared), "found": sorted(found) or ["unexplained"]}
+            result["reason"] += (f" [the explanation finds {', '.join(sorted(found)) or 'no cause'}, "
+                                 f"not the declared {', '.join(sorted(declared))}]")
     else:
         result["status"] = "pass"
     return result
+
+
+# The cause id a declared native convention amounts to (DESIGN.md, "Explaining a mismatch").
+NATIVE_CAUSE = {"variance": "variance_divisor", "running_variance": "running_variance_estimator",
+                "eps": "eps_value", "momentum": "momentum_convention", "method": "per_image_std"}
+
+
+def _causes(explanation: dict | None) -> set[str]:
+    """Every cause an explanation names: the main one, a pair's parts, equally good alternatives."""
+    if not explanation:
+        return set()
+    found = {explanation.get("cause")} | set(explanation.get("causes") or ())
+    found |= {a.get("cause") if isinstance(a, dict) else a for a in explanation.get("also") or ()}
+    return {c for c in found if c and c != "unexplained"}
 
 
 def _native_text(adapter: Adapter, native: dict) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 import shutil
 import tempfile
 from pathlib import Path
@@ -68,6 +69,7 @@ class State:
             except known_mod.KnownError as exc:
                 raise pytest.UsageError(str(exc)) from None
         self.results: list[dict] = []
+        self.started = time.perf_counter()
         self.cases: dict[str, dict] = {}
         self.collected = 0
         worker = getattr(config, "workerinput", None)
@@ -309,9 +311,19 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         tr.write_line("tolerance headroom (largest error / tolerance among passing results, per dtype):")
         for dtype, (ratio, where) in rows.items():
             tr.write_line(f"  {dtype:<9} {ratio:8.3f}  at {where}")
+    explained = [r.get("explain_seconds", 0.0) for r in state.results if r.get("explanation")]
+    if explained:
+        elapsed = time.perf_counter() - state.started
+        tr.write_line(f"explanations: {len(explained)} mismatches explained in {sum(explained):.1f} s of worker time "
+                      f"({100 * sum(explained) / max(elapsed * max(1, _workers(config)), 1e-9):.1f}% of the run)")
     written = getattr(state, "written", None)
     if written:
         tr.write_line(f"results: {written}")
+
+
+def _workers(config) -> int:
+    n = getattr(config.option, "numprocesses", None)
+    return n if isinstance(n, int) and n > 0 else 1
 
 
 def _ratio(m) -> float:

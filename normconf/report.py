@@ -73,6 +73,34 @@ def pairwise(arrays: dict[str, dict]) -> dict:
     return {"labels": labels, "max_abs": overall, "by_output": by_output}
 
 
+def pair_explanations(matrix: dict, results: list[dict]) -> list[dict]:
+    """Why two adapters differ, from each one's explanation against the oracle (no extra work):
+    ``[{"a", "b", "max_abs", "detail"}]`` for every pair where at least one side is off."""
+    by_adapter = {r["adapter"]: r for r in results}
+    labels = matrix["labels"]
+    out = []
+    for i, a in enumerate(labels):
+        for j in range(i + 1, len(labels)):
+            b = labels[j]
+            ra, rb = by_adapter.get(a), by_adapter.get(b)
+            if a == "oracle" or ra is None or rb is None or (ra["status"] == "pass" and rb["status"] == "pass"):
+                continue
+            out.append({"a": a, "b": b, "max_abs": matrix["max_abs"][i][j],
+                        "detail": f"{a}: {_why(ra)}; {b}: {_why(rb)}"})
+    return out
+
+
+def _why(result: dict) -> str:
+    if result["status"] == "pass":
+        return "agrees with the oracle"
+    ex = result.get("explanation")
+    if ex and ex.get("cause") != "unexplained":
+        causes = "+".join(ex.get("causes") or [ex["cause"]])
+        params = ", ".join(f"{k} {v}" for k, v in (ex.get("params") or {}).items())
+        return f"{causes} ({params})" if params else causes
+    return f"{result['status']}, unexplained"
+
+
 def _max_abs(a: np.ndarray, b: np.ndarray):
     same = (np.isnan(a) & np.isnan(b)) | (np.isinf(a) & (a == b))
     with np.errstate(invalid="ignore"):
@@ -122,6 +150,7 @@ def build(results: list[dict], env: dict, store: ArrayStore | None, cases: dict)
                 if got is not None:
                     arrays[name] = got
             matrices[key] = pairwise(arrays)
+            matrices[key]["pairs"] = pair_explanations(matrices[key], [r for r in results if r["case"] == key])
     return {"schema_version": SCHEMA_VERSION, "environment": env, "results": results,
             "matrices": matrices, "cases": cases}
 
