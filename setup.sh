@@ -10,5 +10,15 @@ fi
 .venv/bin/python -m pip install --quiet -r requirements.txt
 # labml-nn's metadata asks for torchvision/torchtext builds we do not want; its modules need only torch.
 .venv/bin/python -m pip install --quiet --no-deps labml-nn==0.5.1
+# Optional: Debian's Chromium for the HTML report's browser test (never a downloaded browser).
+# Needs root and apt; without it that test skips and says why.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+      || echo "setup: chromium not installed; the browser tests will skip" >&2
+  else
+    echo "setup: not root (or no apt-get): chromium not installed; the browser tests will skip" >&2
+  fi
+fi
 .venv/bin/python -m normconf list >/dev/null
 echo "normconf: set-up done (.venv). Run: .venv/bin/pytest"

@@ -117,7 +117,11 @@ def cmd_report(args) -> int:
         except (OSError, ValueError) as exc:
             print(f"error: {path}: {exc}", file=sys.stderr)
             return 2
-    merged = merge(docs, [str(p) for p in args.inputs])
+    try:
+        merged = merge(docs, [str(p) for p in args.inputs])
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.json_out:
         write_json(merged, args.json_out)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)

@@ -84,7 +84,10 @@ class State:
             if key == "normconf":
                 record = json.loads(value)
                 self.results.append(record["result"])
-                self.cases.setdefault(record["result"]["case"], record["case"])
+                key, case = record["result"]["case"], record["case"]
+                # keep the summary that has the input statistics (unsupported items carry none)
+                if key not in self.cases or "min" in case["input"] and "min" not in self.cases[key]["input"]:
+                    self.cases[key] = case
 
     def _known_files(self):
         seen = []
@@ -209,8 +212,14 @@ class CaseItem(pytest.Item):
         summary = case_summary(self.case, context(self.case) if result["status"] not in ("unsupported", "unavailable") else None)
         self.user_properties.append(("normconf", json.dumps({"result": result, "case": summary},
                                                              default=str, allow_nan=True)))
-        for key in ("status", "op", "dtype"):
+        # JUnit XML properties (pytest --junitxml): what a CI dashboard shows per item
+        for key in ("case", "adapter", "status", "op", "dtype", "layout"):
             self.user_properties.append((f"normconf_{key}", result[key]))
+        for name, m in result["outputs"].items():
+            for metric in ("max_abs", "max_rel", "max_ulp", "ratio", "atol", "rtol"):
+                self.user_properties.append((f"normconf_{name}_{metric}", m[metric]))
+        if result.get("explanation"):
+            self.user_properties.append(("normconf_cause", result["explanation"].get("cause")))
         status = result["status"]
         if status == "pass":
             return
@@ -272,9 +281,17 @@ def pytest_sessionfinish(session, exitstatus):
         return
     try:
         if state.results:  # a run that ran no case (--collect-only, -k matching none) leaves the report alone
-            doc = build(state.results, environment(state.adapters), state.store, state.cases)
+            env = environment(state.adapters)
+            env.update(rootdir=str(config.rootpath), adapter_specs=list(config.option.adapter),
+                       case_paths=[str(p) for p in state.case_roots])
+            doc = build(state.results, env, state.store, state.cases)
             path = write_json(doc, state.report_dir / "conformance.json")
-            state.written = path
+            state.written = [path]
+            from .html import render  # rendered from the JSON just written, as `normconf report` does
+
+            html_path = state.report_dir / "conformance.html"
+            html_path.write_text(render(json.loads(path.read_text(encoding="utf-8"))), encoding="utf-8")
+            state.written.append(html_path)
     finally:
         shutil.rmtree(state.tmp, ignore_errors=True)
 
@@ -316,9 +333,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         elapsed = time.perf_counter() - state.started
         tr.write_line(f"explanations: {len(explained)} mismatches explained in {sum(explained):.1f} s of worker time "
                       f"({100 * sum(explained) / max(elapsed * max(1, _workers(config)), 1e-9):.1f}% of the run)")
-    written = getattr(state, "written", None)
-    if written:
-        tr.write_line(f"results: {written}")
+    for path in getattr(state, "written", ()):
+        tr.write_line(f"results: {path}")
 
 
 def _workers(config) -> int:
