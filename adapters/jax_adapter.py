@@ -19,6 +19,10 @@ class JaxAdapter(Adapter):
     # batch_stats['var'], with no option for either:
     # https://flax.readthedocs.io/en/latest/api_reference/flax.linen/layers.html#flax.linen.BatchNorm
     native = {"variance": "biased", "running_variance": "biased"}
+    # Flax defaults: epsilon=1e-6 for LayerNorm/GroupNorm/InstanceNorm, 1e-5 and momentum=0.99 (old-value
+    # weight) for BatchNorm; jnp.std ddof=0. https://flax.readthedocs.io/en/latest/api_reference/flax.linen/layers.html
+    defaults = {op: {"eps": 1e-6} for op in ("instance_norm", "layer_norm", "group_norm")}
+    defaults.update(batch_norm={"eps": 1e-5, "momentum": 0.01}, channel_stats={"variance": "biased"})
 
     def native_for(self, case):
         # channel_stats is jnp.std, which takes ddof: only the Flax modules fix the divisor.

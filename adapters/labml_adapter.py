@@ -19,6 +19,9 @@ class LabmlAdapter(Adapter):
     # Every module computes var = mean(x ** 2) - mean(x) ** 2 (divisor n), and BatchNorm writes that
     # same biased batch variance into its exp_var: https://nn.labml.ai/normalization/batch_norm/index.html
     native = {"variance": "biased", "running_variance": "biased"}
+    # labml-nn's constructors: eps=1e-5 everywhere, BatchNorm momentum=0.1 (new-value weight, as torch)
+    defaults = {op: {"eps": 1e-5} for op in ("instance_norm", "layer_norm", "group_norm")}
+    defaults["batch_norm"] = {"eps": 1e-5, "momentum": 0.1}
     unsupported_ops = {"normalize": "labml-nn has no constant per-channel Normalize module",
                        "channel_stats": "labml-nn has no channel-statistics function"}
 

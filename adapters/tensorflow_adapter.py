@@ -20,6 +20,10 @@ class TensorflowAdapter(Adapter):
     # (tf.nn.moments has no divisor knob): https://keras.io/api/layers/normalization_layers/batch_normalization/
     # tf.math.reduce_std has no ddof either: https://www.tensorflow.org/api_docs/python/tf/math/reduce_std
     native = {"variance": "biased", "running_variance": "biased"}
+    # Keras defaults: epsilon=1e-3 in all three layers, BatchNormalization momentum=0.99 (old-value weight,
+    # 0.01 in the case's convention): https://keras.io/api/layers/normalization_layers/
+    defaults = {op: {"eps": 1e-3} for op in ("instance_norm", "layer_norm", "group_norm")}
+    defaults.update(batch_norm={"eps": 1e-3, "momentum": 0.01}, channel_stats={"variance": "biased"})
 
     def version(self):
         for dist in ("tensorflow", "tensorflow-cpu"):  # the same package under two distribution names

@@ -19,6 +19,10 @@ class TorchAdapter(Adapter):
     # the running variance is updated with the unbiased one (n/(n-1) Bessel factor):
     # https://pytorch.org/docs/stable/generated/torch.nn.BatchNorm2d.html
     native = {"variance": "biased", "running_variance": "unbiased"}
+    # Default constructor arguments (nn.InstanceNorm*d, nn.BatchNorm*d, nn.LayerNorm, nn.GroupNorm) and
+    # Tensor.std's default correction=1: https://pytorch.org/docs/stable/generated/torch.std.html
+    defaults = {op: {"eps": 1e-5} for op in ("instance_norm", "layer_norm", "group_norm")}
+    defaults.update(batch_norm={"eps": 1e-5, "momentum": 0.1}, channel_stats={"variance": "unbiased"})
 
     def native_for(self, case):
         # channel_stats is written with Tensor.std(unbiased=...), which takes either divisor

@@ -39,6 +39,9 @@ class Adapter:
     #: e.g. ``{"running_variance": "unbiased"}``. A case asking for another value still runs;
     #: the difference is an expected, explained discrepancy.
     native: dict = {}
+    #: What the framework's default constructor arguments amount to, per op, as case parameters
+    #: (``{"batch_norm": {"eps": 1e-3, "momentum": 0.01}}``): used by ``framework_defaults: true`` cases.
+    defaults: dict[str, dict] = {}
     #: Reason per op the framework has no API for.
     unsupported_ops: dict[str, str] = {}
     #: Reason per dtype the framework has no way to represent.
@@ -62,6 +65,12 @@ class Adapter:
     def native_for(self, case: Case) -> dict:
         """The native conventions that apply to ``case`` (only those parameters the op has)."""
         return {k: v for k, v in self.native.items() if k in case.params}
+
+    def defaults_for(self, case: Case) -> dict:
+        """The parameters this framework would use for ``case`` when left at its defaults."""
+        if not case.params.get("framework_defaults"):
+            return {}
+        return {k: v for k, v in self.defaults.get(case.op, {}).items() if k in case.params}
 
     def version(self) -> str | None:
         dist = self.distribution or self.framework

@@ -40,7 +40,7 @@ DIVISORS = ("biased", "unbiased")
 
 # Which parameters each op takes, and their canonical defaults (DESIGN.md). ``REQUIRED`` has no default.
 REQUIRED = object()
-_AFFINE = {"eps": 1.0e-5, "variance": "biased", "weight": None, "bias": None}
+_AFFINE = {"eps": 1.0e-5, "variance": "biased", "weight": None, "bias": None, "framework_defaults": False}
 PARAMS: dict[str, dict[str, Any]] = {
     "instance_norm": dict(_AFFINE),
     "layer_norm": dict(_AFFINE, axes=None),
@@ -48,7 +48,7 @@ PARAMS: dict[str, dict[str, Any]] = {
     "batch_norm": dict(_AFFINE, training=True, momentum=0.1, running_mean=None, running_var=None,
                        running_variance="biased", steps=1),
     "normalize": {"mean": REQUIRED, "std": REQUIRED},
-    "channel_stats": {"variance": "biased", "method": "pooled"},
+    "channel_stats": {"variance": "biased", "method": "pooled", "framework_defaults": False},
 }
 OUTPUTS = {"instance_norm": ("y",), "layer_norm": ("y",), "group_norm": ("y",), "normalize": ("y",),
            "batch_norm": ("y", "running_mean", "running_var"), "channel_stats": ("mean", "std")}
@@ -437,6 +437,8 @@ def _params(op: str, given: Any, shape: list[int], err) -> dict:
             if key == "std" and any(v == 0 or not math.isfinite(v) for v in value):
                 raise err("params.std", value, "finite, non-zero numbers")
             params[key] = [float(v) for v in value]
+    if not isinstance(params.get("framework_defaults", False), bool):
+        raise err("params.framework_defaults", params["framework_defaults"], "true, false")
     if op == "channel_stats" and params["method"] not in ("pooled", "per_image_mean"):
         raise err("params.method", params["method"], "pooled, per_image_mean")
     # Per-channel arrays: literal or {generator: ...}.

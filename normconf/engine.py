@@ -65,6 +65,18 @@ def context(case: Case) -> CaseContext:
     return ctx
 
 
+class _DefaultsView:
+    """A case context seen through an adapter's framework defaults: the oracle with those parameters."""
+
+    def __init__(self, ctx: CaseContext, defaults: dict):
+        self._ctx, self._defaults = ctx, defaults
+        self.inputs, self.tolerance, self.problem = ctx.inputs, ctx.tolerance, ctx.problem
+        self.expected = ctx.variant(defaults)
+
+    def variant(self, changes: dict) -> dict:
+        return self._ctx.variant({**self._defaults, **changes})
+
+
 def forget(case: Case) -> None:
     _CONTEXTS.pop((case.file, case.id), None)
 
@@ -105,6 +117,13 @@ def evaluate(case: Case, adapter: Adapter, known: list[Known] = ()) -> dict:
     ctx = context(case)
     if ctx.problem:
         return dict(result, status="error", reason=f"case error: {ctx.problem}")
+    # framework_defaults: the adapter runs with its framework's default arguments, judged against the
+    # oracle with those (a porting view: the differences between frameworks show pairwise)
+    defaults = adapter.defaults_for(case)
+    if defaults:
+        result["defaults"] = defaults
+        ctx = _DefaultsView(ctx, defaults)
+        case = case.with_params(**defaults)
     start = time.perf_counter()
     try:
         actual = adapter.run(case, {k: _readonly(v) for k, v in ctx.inputs.items()})

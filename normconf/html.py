@@ -136,7 +136,10 @@ def _merge_matrices(docs: list[dict], sources: list[str]) -> dict:
     merged: dict[str, dict] = {}
     for doc, source in zip(docs, sources):
         for case, m in (doc.get("matrices") or {}).items():
-            acc = merged.setdefault(case, {"labels": ["oracle"], "cells": {}, "by": {}, "label_sources": {}})
+            acc = merged.setdefault(case, {"labels": ["oracle"], "cells": {}, "by": {}, "label_sources": {}, "pairs": []})
+            for pair in m.get("pairs") or []:  # why two adapters differ; the same text from two runs once
+                if pair not in acc["pairs"]:
+                    acc["pairs"].append(pair)
             labels = m.get("labels") or []
             for a in labels:
                 if a not in acc["labels"]:
@@ -158,7 +161,7 @@ def _merge_matrices(docs: list[dict], sources: list[str]) -> dict:
 
     return {case: {"labels": acc["labels"], "max_abs": grid(acc["cells"], acc["labels"]),
                    "by_output": {name: grid(cells, acc["labels"]) for name, cells in sorted(acc["by"].items())},
-                   "label_sources": acc["label_sources"]}
+                   "label_sources": acc["label_sources"], "pairs": acc["pairs"]}
             for case, acc in merged.items()}
 
 
@@ -593,7 +596,8 @@ def _blob(doc, case_keys, info, by_case, adapters) -> str:
         m = matrices.get(key)
         if m:
             entry["m"] = {"labels": m.get("labels"), "v": _round(m.get("max_abs")),
-                          "ls": m.get("label_sources")}
+                          "ls": m.get("label_sources"),
+                          "why": [[p.get("a"), p.get("b"), p.get("detail")] for p in m.get("pairs") or []]}
         cases.append(entry)
     data = {"adapters": adapters, "metrics": METRICS, "cases": cases}
     text = json.dumps(data, separators=(",", ":"), allow_nan=False, default=str)
@@ -902,6 +906,12 @@ function matrix(body, c) {
     mx.append(tr);
   });
   body.append(mx);
+  if (c.m.why && c.m.why.length) {
+    body.append(el("h3", {text: "Why they differ"}));
+    var ul = el("ul", {cls: "why"});
+    c.m.why.forEach(function (w) { ul.append(el("li", {text: w[0] + " vs " + w[1] + ": " + w[2]})); });
+    body.append(ul);
+  }
   if (crossRun) body.append(el("p", {cls: "legend", text: "n/a: these two were never in the same run. A merged "
     + "report keeps each run's metrics, not its arrays, so they cannot be compared here."}));
 }

@@ -87,7 +87,35 @@ def pair_explanations(matrix: dict, results: list[dict]) -> list[dict]:
                 continue
             out.append({"a": a, "b": b, "max_abs": matrix["max_abs"][i][j],
                         "detail": f"{a}: {_why(ra)}; {b}: {_why(rb)}"})
+    # framework_defaults cases (porting view): the defaults that differ, for every pair that ran
+    ran = [r for r in results if "defaults" in r]
+    for i, ra in enumerate(ran):
+        for rb in ran[i + 1:]:
+            da, db = ra["defaults"], rb["defaults"]
+            differ = [k for k in sorted(set(da) | set(db)) if da.get(k) != db.get(k)]
+            if differ:
+                detail = "; ".join(f"{k} {_val(da.get(k))} ({ra['adapter']}) vs {_val(db.get(k))} ({rb['adapter']})"
+                                   for k in differ)
+                out.append({"a": ra["adapter"], "b": rb["adapter"], "max_abs": _cell(matrix, ra["adapter"], rb["adapter"]),
+                            "detail": f"framework defaults differ: {detail}", "cause": _default_cause(differ)})
     return out
+
+
+def _val(v) -> str:
+    return "the case's" if v is None else (f"{v:g}" if isinstance(v, float) else str(v))
+
+
+def _cell(matrix: dict, a: str, b: str):
+    labels = matrix["labels"]
+    return matrix["max_abs"][labels.index(a)][labels.index(b)] if a in labels and b in labels else None
+
+
+def _default_cause(keys) -> str:
+    causes = {"eps": "eps_value", "momentum": "momentum_convention", "variance": "variance_divisor"}
+    return "+".join(causes.get(k, k) for k in keys)
+
+
+SHOWN_PARAMS = ("variance", "running_variance", "n", "eps", "momentum", "method", "groups", "dtype", "layout")
 
 
 def _why(result: dict) -> str:
@@ -96,7 +124,8 @@ def _why(result: dict) -> str:
     ex = result.get("explanation")
     if ex and ex.get("cause") != "unexplained":
         causes = "+".join(ex.get("causes") or [ex["cause"]])
-        params = ", ".join(f"{k} {v}" for k, v in (ex.get("params") or {}).items())
+        params = ", ".join(f"{k} {_val(v)}" for k, v in (ex.get("params") or {}).items()
+                           if k in SHOWN_PARAMS and not isinstance(v, (list, dict)))
         return f"{causes} ({params})" if params else causes
     return f"{result['status']}, unexplained"
 

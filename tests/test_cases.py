@@ -386,7 +386,9 @@ def test_doc_defaults_of_a_minimal_case():
     (case,) = cases
     assert (case.layout, case.dtype) == ("channels_first", "float32")
     assert case.generator == {"dist": "normal", "mean": 0.0, "std": 1.0, "seed": 0}
-    assert case.params == {"eps": 1.0e-5, "variance": "biased", "weight": None, "bias": None, "training": True,
-                           "momentum": 0.1, "running_mean": None, "running_var": None,
-                           "running_variance": "biased", "steps": 1}
+    design = {"eps": 1.0e-5, "variance": "biased", "weight": None, "bias": None, "training": True,
+              "momentum": 0.1, "running_mean": None, "running_var": None, "running_variance": "biased", "steps": 1}
+    assert {k: case.params[k] for k in design} == design  # DESIGN.md's canonical defaults
+    # keys beyond DESIGN.md's table are this project's extensions (README), all off by default
+    assert all(not case.params[k] for k in set(case.params) - set(design))
     assert case.outputs == ("y", "running_mean", "running_var")
