@@ -34,6 +34,9 @@ def pytest_addoption(parser):
                     help="case file or folder to run instead of cases/ (repeatable)")
     group.addoption("--report-dir", default=None, metavar="DIR",
                     help="where conformance.json goes (default: reports/ under the rootdir)")
+    group.addoption("--fuzz", type=int, default=0, metavar="N",
+                    help="also draw N random valid cases (Hypothesis) through every selected available adapter")
+    group.addoption("--fuzz-seed", type=int, default=0, metavar="SEED", help="seed of --fuzz (reproducible)")
     group.addoption("--no-entry-points", action="store_true", default=False,
                     help="ignore adapters registered in the normconf.adapters entry-point group")
 
@@ -81,6 +84,8 @@ class State:
         if report.when != "call":
             return
         for key, value in report.user_properties:
+            if key == "normconf_fuzz":
+                self.fuzz = json.loads(value)
             if key == "normconf":
                 record = json.loads(value)
                 self.results.append(record["result"])
@@ -270,8 +275,34 @@ def failure_text(case, adapter, result, nodeid, config) -> str:
     return "\n".join(lines)
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session, config, items):
-    config.stash[STATE].collected = sum(isinstance(i, CaseItem) for i in items)
+    state = config.stash[STATE]
+    if config.option.fuzz > 0:  # before -k / -m deselection, like any collected item
+        items.append(FuzzItem.from_parent(session, name=f"fuzz[{config.option.fuzz},seed={config.option.fuzz_seed}]"))
+    state.collected = sum(isinstance(i, CaseItem) for i in items)
+
+
+class FuzzItem(pytest.Item):
+    """``--fuzz N``: Hypothesis-drawn cases through every selected, available adapter."""
+
+    def runtest(self):
+        from .fuzz import run
+
+        state = self.config.stash[STATE]
+        adapters = [state.adapters[n] for n in state.selected if state.adapters[n].available() is None]
+        counts = run(self.config.option.fuzz, self.config.option.fuzz_seed, adapters, state.known)
+        self.user_properties.append(("normconf_fuzz", json.dumps(counts)))
+
+    def repr_failure(self, excinfo, style=None):
+        from .fuzz import Finding
+
+        if isinstance(excinfo.value, Finding):
+            return f"fuzzing found a discrepancy (seed {self.config.option.fuzz_seed}):\n{excinfo.value}"
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self):
+        return self.path, 0, self.name
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -298,7 +329,7 @@ def pytest_sessionfinish(session, exitstatus):
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     state = config.stash[STATE]
-    if hasattr(config, "workerinput") or not state.results:
+    if hasattr(config, "workerinput") or not (state.results or getattr(state, "fuzz", None)):
         return
     tr = terminalreporter
     tr.section("normconf conformance")
@@ -333,6 +364,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         elapsed = time.perf_counter() - state.started
         tr.write_line(f"explanations: {len(explained)} mismatches explained in {sum(explained):.1f} s of worker time "
                       f"({100 * sum(explained) / max(elapsed * max(1, _workers(config)), 1e-9):.1f}% of the run)")
+    if getattr(state, "fuzz", None):
+        f = state.fuzz
+        tr.write_line(f"fuzzing: {f['cases']} drawn cases, {f['results']} results, {f['known']} known discrepancies met")
     for path in getattr(state, "written", ()):
         tr.write_line(f"results: {path}")
 

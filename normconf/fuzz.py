@@ -1,0 +1,121 @@
+"""Fuzzing: Hypothesis draws valid cases and runs them through every available adapter.
+
+``pytest --fuzz N [--fuzz-seed S]`` adds one item that draws N cases (op, shape, dtype, layout, eps,
+parameters, input distribution), runs them, and fails on the first result that is ``fail``,
+``error`` or ``stale`` and is not a known discrepancy of that adapter (same cause id). Hypothesis
+then shrinks it to a minimal case, printed as YAML ready to paste into ``cases/``.
+"""
+from __future__ import annotations
+
+import yaml
+
+from .cases import load_text
+from .engine import evaluate, forget
+
+EPS = [1.0e-12, 1.0e-8, 1.0e-5, 1.0e-3, 1.0e-1]
+MEANS = [0.0, 1.0, 100.0, 10000.0]
+STDS = [1.0e-3, 1.0, 10.0]
+
+
+def case_entries():
+    """A Hypothesis strategy of case mappings that the loader accepts."""
+    from hypothesis import strategies as st
+
+    @st.composite
+    def entries(draw):
+        op = draw(st.sampled_from(["instance_norm", "batch_norm", "layer_norm", "group_norm", "normalize", "channel_stats"]))
+        rank = draw(st.integers(3 if op == "instance_norm" else 2, 5))
+        shape = [draw(st.integers(1, 4)), draw(st.integers(1, 6))] + [draw(st.integers(1, 6)) for _ in range(rank - 2)]
+        c = shape[1]
+        dist = draw(st.sampled_from(["normal", "uniform", "constant"]))
+        gen = {"dist": dist, "seed": draw(st.integers(0, 2**16))}
+        mean = draw(st.sampled_from(MEANS))
+        if dist == "normal":
+            gen.update(mean=mean, std=draw(st.sampled_from(STDS)))
+        elif dist == "uniform":
+            gen.update(low=mean - 1.0, high=mean + 1.0)
+        else:
+            gen.update(value=mean)
+        entry = {"id": "fuzz", "op": op, "input": {
+            "shape": shape, "dtype": draw(st.sampled_from(["float64", "float32", "float16", "bfloat16"])),
+            "layout": draw(st.sampled_from(["channels_first", "channels_last"])), "generator": gen}}
+        params = {}
+        if op not in ("normalize", "channel_stats"):
+            params["eps"] = draw(st.sampled_from(EPS))
+            if draw(st.booleans()):
+                params["weight"] = {"generator": {"dist": "uniform", "low": 0.5, "high": 2.0, "seed": 1}}
+            if draw(st.booleans()):
+                params["bias"] = {"generator": {"dist": "normal", "seed": 2}}
+        if op != "normalize":
+            params["variance"] = draw(st.sampled_from(["biased", "unbiased"]))
+        if op == "group_norm":
+            params["groups"] = draw(st.sampled_from([g for g in range(1, c + 1) if c % g == 0]))
+        if op == "layer_norm":
+            axes = draw(st.lists(st.integers(1, rank - 1), min_size=1, max_size=rank - 1, unique=True))
+            params["axes"] = sorted(axes)
+        if op == "batch_norm":
+            params["training"] = draw(st.booleans())
+            if params["training"]:
+                params["momentum"] = draw(st.sampled_from([0.1, 0.5, 1.0, None]))
+                params["steps"] = draw(st.integers(1, 3))
+                params["running_variance"] = draw(st.sampled_from(["biased", "unbiased"]))
+            else:
+                params["running_var"] = {"generator": {"dist": "uniform", "low": 0.5, "high": 2.0, "seed": 3}}
+        if op == "normalize":
+            params["mean"] = [draw(st.sampled_from([0.0, 0.5, mean])) for _ in range(c)]
+            params["std"] = [draw(st.sampled_from([0.01, 0.25, 1.0])) for _ in range(c)]
+        if op == "channel_stats":
+            params["method"] = draw(st.sampled_from(["pooled", "per_image_mean"]))
+        entry["params"] = params
+        return entry
+
+    return entries()
+
+
+class Finding(AssertionError):
+    pass
+
+
+def run(n: int, seed: int, adapters, known, report=print) -> dict:
+    """Draw ``n`` cases and run them; raises :class:`Finding` (with the minimal case as YAML)."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import seed as fix_seed
+
+    counts = {"cases": 0, "results": 0, "known": 0}
+    known_causes = {}
+    for k in known:
+        known_causes.setdefault(k.cause, []).append(k)
+
+    def is_known(result) -> bool:
+        cause = (result.get("explanation") or {}).get("cause")
+        import fnmatch
+
+        return any(fnmatch.fnmatchcase(result["adapter"], k.adapter) for k in known_causes.get(cause, ()))
+
+    @fix_seed(seed)
+    @settings(max_examples=n, deadline=None, database=None, print_blob=False,
+              suppress_health_check=list(HealthCheck))
+    @given(case_entries())
+    def check(entry):
+        cases, errors = load_text(yaml.safe_dump({"cases": [entry]}, sort_keys=False), "fuzz.yaml")
+        assert not errors, f"the strategy drew an invalid case: {errors[0]}"
+        case = cases[0]
+        counts["cases"] += 1
+        try:
+            for adapter in adapters:
+                result = evaluate(case, adapter, known)
+                result.pop("arrays", None)
+                counts["results"] += 1
+                if result["status"] in ("fail", "error", "stale"):
+                    if result["status"] == "fail" and is_known(result):
+                        counts["known"] += 1
+                        continue
+                    text = yaml.safe_dump({"cases": [dict(entry, id="fuzz_found")]}, sort_keys=False)
+                    ex = result.get("explanation") or {}
+                    why = f"[{ex.get('cause')}] {ex.get('detail')}" if ex else result["reason"]
+                    raise Finding(f"{adapter.name}: {result['status']}: {why}\nminimal case, ready for cases/:\n{text}")
+        finally:
+            forget(case)
+
+    check()
+    return counts
