@@ -1,0 +1,52 @@
+"""The JSON report is the same from a serial run and from pytest-xdist (-n 2)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("xdist", reason="pytest-xdist is needed for -n")
+ROOT = Path(__file__).resolve().parents[1]
+CASES = """
+cases:
+  - id: inorm
+    op: instance_norm
+    input: {shape: [2, 3, 4, 4], generator: {dist: normal, seed: 1}}
+    matrix: {input.dtype: [float64, float32, float16], input.layout: [channels_first, channels_last]}
+  - id: bnorm
+    op: batch_norm
+    input: {shape: [4, 3, 5], generator: {dist: normal, mean: 1.0, seed: 2}}
+    params: {steps: 2, variance: unbiased}
+  - id: stats
+    op: channel_stats
+    input: {shape: [4, 2, 3, 3], dtype: float64, generator: {dist: uniform, seed: 3}}
+    matrix: {params.method: [pooled, per_image_mean]}
+"""
+
+
+def run(tmp_path, name, *extra):
+    out = tmp_path / name
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "normconf.plugin",
+           "--cases", str(tmp_path / "cases"), "--adapters", "numpy,recipe-000-numpy,recipe-004-calculate-norm",
+           "--report-dir", str(out), "--no-header", *extra, str(tmp_path / "cases")]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert proc.returncode in (0, 1), proc.stdout[-2000:] + proc.stderr[-2000:]
+    return json.loads((out / "conformance.json").read_text())
+
+
+def test_serial_and_xdist_reports_agree(tmp_path):
+    (tmp_path / "cases").mkdir()
+    (tmp_path / "cases" / "mini.yaml").write_text(CASES)
+    serial, parallel = run(tmp_path, "serial"), run(tmp_path, "xdist", "-n", "2")
+
+    def key(doc):
+        return [(r["case"], r["adapter"], r["status"], json.dumps(r["outputs"], sort_keys=True),
+                 json.dumps(r["explanation"], sort_keys=True)) for r in doc["results"]]
+
+    assert len(serial["results"]) == 3 * (6 + 1 + 2)
+    assert key(serial) == key(parallel)
+    assert serial["matrices"] == parallel["matrices"]
+    assert any(len(m["labels"]) > 2 for m in serial["matrices"].values())
