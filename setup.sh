@@ -10,6 +10,9 @@ fi
 .venv/bin/python -m pip install --quiet -r requirements.txt
 # labml-nn's metadata asks for torchvision/torchtext builds we do not want; its modules need only torch.
 .venv/bin/python -m pip install --quiet --no-deps labml-nn==0.5.1
+# normconf itself, editable: `normconf` and `adapters` import from anywhere (xdist workers, your
+# own adapter packages), and the `normconf` command exists
+.venv/bin/python -m pip install --quiet --no-deps -e .
 # Optional: Debian's Chromium for the HTML report's browser test (never a downloaded browser).
 # Needs root and apt; without it that test skips and says why.
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
