@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -23,6 +24,8 @@ DEFAULT_CASES = Path(__file__).resolve().parents[1] / "cases"
 
 
 def main(argv=None) -> int:
+    if hasattr(signal, "SIGPIPE"):  # `normconf list | head` ends quietly
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     parser = argparse.ArgumentParser(prog="python -m normconf", description="normconf: conformance of normalization layers")
     sub = parser.add_subparsers(dest="command", required=True)
 
