@@ -32,6 +32,8 @@ class TorchAdapter(Adapter):
         spatial = int(np.prod(case.shape[2:]))
         if case.op == "instance_norm" and spatial == 1:
             return "F.instance_norm raises 'Expected more than 1 spatial element when training'"
+        if case.op == "group_norm" and case.shape[1] // case.params["groups"] * spatial == 1:  # found by --fuzz
+            return "F.group_norm raises 'Expected more than 1 value per channel when training' for 1 value per group"
         if case.op == "batch_norm" and case.params["training"] and case.shape[0] * spatial == 1:
             return "nn.BatchNorm raises 'Expected more than 1 value per channel when training'"
         if case.op == "normalize":
