@@ -151,12 +151,10 @@ def pytest_report_header(config):
     state = config.stash[STATE]
     lines = ["normconf adapters:"]
     for name, adapter in state.adapters.items():
-        if name not in state.selected:  # no availability check: it may import a framework this run never uses
-            lines.append(f"  {name:<28} {adapter.framework} {adapter.version() or '-'} on {adapter.device}: not selected")
-            continue
         d = adapter.describe()
+        mark = "" if name in state.selected else "  (not selected)"
         avail = "available" if d["available"] else f"unavailable: {d['reason']}"
-        lines.append(f"  {name:<28} {d['framework']} {d['version'] or '-'} on {d['device']}: {avail}")
+        lines.append(f"  {name:<28} {d['framework']} {d['version'] or '-'} on {d['device']}: {avail}{mark}")
     lines.append(f"normconf cases: {', '.join(str(r) for r in state.case_roots)}")
     return lines
 
@@ -314,7 +312,7 @@ def pytest_sessionfinish(session, exitstatus):
         return
     try:
         if state.results:  # a run that ran no case (--collect-only, -k matching none) leaves the report alone
-            env = environment({n: state.adapters[n] for n in state.selected})
+            env = environment(state.adapters)
             env.update(rootdir=str(config.rootpath), adapter_specs=list(config.option.adapter),
                        case_paths=[str(p) for p in state.case_roots])
             doc = build(state.results, env, state.store, state.cases)
