@@ -14,6 +14,7 @@ class CupyAdapter(NumpyAdapter):
     device = "cuda"
     distribution = "cupy-cuda12x"
     requires = ("cupy",)
+    no_autodiff = "CuPy has no autodiff"
     # CuPy has no bfloat16 of its own; cupy>=14 accepts ml_dtypes.bfloat16 only experimentally:
     # https://github.com/cupy/cupy/issues/7527, https://github.com/cupy/cupy/pull/9494
     unsupported_dtypes = {"bfloat16": "CuPy has no bfloat16 dtype (experimental ml_dtypes support only: "

@@ -29,6 +29,9 @@ class JaxAdapter(Adapter):
         return {} if case.op == "channel_stats" else super().native_for(case)
 
     def unsupported(self, case):
+        if case.op == "instance_norm" and case.params["track_running_stats"]:
+            return ("flax.linen.InstanceNorm keeps no running statistics: "
+                    "https://flax.readthedocs.io/en/latest/api_reference/flax.linen/layers.html#flax.linen.InstanceNorm")
         if case.op == "batch_norm" and case.params["training"] and case.params["momentum"] is None:
             return ("flax.linen.BatchNorm has no cumulative moving average (PyTorch momentum=None): its "
                     f"momentum is a fixed decay of the old value, {FLAX_BATCHNORM}")
@@ -42,8 +45,9 @@ class JaxAdapter(Adapter):
         with jax.default_device(jax.devices("gpu" if self.device == "cuda" else self.device)[0]):
             out = self._run(case, inputs)
         out = {k: np.asarray(v).astype(np.float64) for k, v in out.items()}
-        if "y" in out:
-            out["y"] = from_layout(out["y"], case.layout)
+        for k in ("y", "grad_x"):
+            if k in out:
+                out[k] = from_layout(out[k], case.layout)
         return out
 
     def _run(self, case, inputs):
@@ -60,7 +64,10 @@ class JaxAdapter(Adapter):
         if case.op == "normalize":  # mean/std in the image's dtype, as torchvision's Normalize does
             mean, std = (jnp.asarray(inputs[k], dt).reshape([-1 if a == cax else 1 for a in range(x.ndim)])
                          for k in ("mean", "std"))
-            return {"y": (x - mean) / std}
+            if not p["grad"]:
+                return {"y": (x - mean) / std}
+            y, vjp = jax.vjp(lambda x: (x - mean) / std, x)
+            return {"y": y, "grad_x": vjp(jnp.asarray(to_layout(inputs["grad_output"], layout), dt))[0]}
         if case.op == "channel_stats":
             axes, ddof = tuple(a for a in range(x.ndim) if a != cax), int(p["variance"] == "unbiased")
             if p["method"] == "pooled":
@@ -89,25 +96,41 @@ class JaxAdapter(Adapter):
         else:
             # Flax momentum weights the OLD running value: 1 - PyTorch's (eval ignores it).
             momentum = 1.0 - (p["momentum"] or 0.0)
-            module = nn.BatchNorm(use_running_average=not p["training"], axis=cax, momentum=momentum, **common)
+            module = nn.BatchNorm(axis=cax, momentum=momentum, **common)  # use_running_average: at each call
 
         to_last = case.op == "group_norm" and layout == "channels_first"
-        x = jnp.moveaxis(x, 1, -1) if to_last else x
-        variables = dict(module.init(jax.random.key(0), x))
-        if "weight" in inputs or "bias" in inputs:
-            variables["params"] = {k: jnp.asarray(weight(inputs[v]), pdt)
-                                   for k, v in (("scale", "weight"), ("bias", "bias")) if v in inputs}
-        if case.op != "batch_norm":
-            y = module.apply(variables, x)
-            return {"y": jnp.moveaxis(y, -1, 1) if to_last else y}
-        stats = {"mean": jnp.asarray(inputs["running_mean"], pdt), "var": jnp.asarray(inputs["running_var"], pdt)}
-        if not p["training"]:
-            return {"y": module.apply({**variables, "batch_stats": stats}, x)}
-        for xk in inputs["x_steps"]:
-            xk = jnp.asarray(to_layout(xk, layout), dt)
-            y, stats = module.apply({**variables, "batch_stats": stats}, xk, mutable=["batch_stats"])
-            stats = stats["batch_stats"]
-        return {"y": y, "running_mean": stats["mean"], "running_var": stats["var"]}
+        names = {"scale": "weight", "bias": "bias"}  # Flax's parameter names, the case's
+        params = {k: jnp.asarray(weight(inputs[v]), pdt) for k, v in names.items() if v in inputs}
+
+        def apply(x, params, stats, train):
+            """y of the module on x (the layout's memory order), and the batch statistics after the pass."""
+            if case.op != "batch_norm":
+                y = module.apply({"params": params}, jnp.moveaxis(x, 1, -1) if to_last else x)
+                return (jnp.moveaxis(y, -1, 1) if to_last else y), stats
+            y, state = module.apply({"params": params, "batch_stats": stats}, x, use_running_average=not train,
+                                    mutable=["batch_stats"])
+            return y, state["batch_stats"]
+
+        stats = None
+        if case.op == "batch_norm":
+            stats = {"mean": jnp.asarray(inputs["running_mean"], pdt), "var": jnp.asarray(inputs["running_var"], pdt)}
+        train = case.op == "batch_norm" and p["training"]
+        earlier = inputs["x_steps"] if p.get("eval_after") else inputs["x_steps"][:-1] if train else []
+        for xk in earlier:
+            _, stats = apply(jnp.asarray(to_layout(xk, layout), dt), params, stats, True)
+        last = functools.partial(apply, stats=stats, train=train and not p.get("eval_after"))
+        if p.get("grad"):  # jax.vjp of the function of (x, params), the batch statistics as aux
+            y, vjp, stats = jax.vjp(last, x, params, has_aux=True)
+            grad_x, grad_params = vjp(jnp.asarray(to_layout(inputs["grad_output"], layout), dt))
+        else:
+            y, stats = last(x, params)
+        out = {"y": y}
+        if train:
+            out.update(running_mean=stats["mean"], running_var=stats["var"])
+        if p.get("grad"):  # the parameters' gradients back in the case's order
+            back = lambda v: np.transpose(v, np.argsort(np.argsort(axes))) if case.op == "layer_norm" else v  # noqa: E731
+            out.update(grad_x=grad_x, **{f"grad_{v}": back(grad_params[k]) for k, v in names.items() if k in grad_params})
+        return out
 
 
 class JaxCudaAdapter(JaxAdapter):

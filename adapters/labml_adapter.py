@@ -27,6 +27,8 @@ class LabmlAdapter(Adapter):
 
     def unsupported(self, case):
         p = case.params
+        if case.op == "instance_norm" and p["track_running_stats"]:
+            return f"labml-nn's InstanceNorm keeps no running statistics ({DOC.format('instance_norm')})"
         if case.op == "batch_norm" and p["momentum"] is None:
             # exp_mean = (1 - self.momentum) * ...: None raises TypeError (labml has no cumulative average)
             return ("labml-nn BatchNorm has no cumulative average: momentum=None raises TypeError in "
@@ -68,28 +70,39 @@ class LabmlAdapter(Adapter):
         def param(v):
             return torch.tensor(np.asarray(v)).to(dtype)
 
+        scale = shift = None  # the modules' affine parameters (they have none without affine)
+        if affine:
+            scale, shift = (norm.gain, norm.bias) if case.op == "layer_norm" else (norm.scale, norm.shift)
         with torch.no_grad():
-            if affine:
-                scale, shift = (norm.gain, norm.bias) if case.op == "layer_norm" else (norm.scale, norm.shift)
-                if "weight" in inputs:
-                    scale.copy_(param(inputs["weight"]))
-                if "bias" in inputs:
-                    shift.copy_(param(inputs["bias"]))
+            if "weight" in inputs:
+                scale.copy_(param(inputs["weight"]))
+            if "bias" in inputs:
+                shift.copy_(param(inputs["bias"]))
             if case.op == "batch_norm":
                 norm.exp_mean.copy_(param(inputs["running_mean"]))
                 norm.exp_var.copy_(param(inputs["running_var"]))
+        grad = p.get("grad", False)
+        x = tensor(inputs["x"]).detach().requires_grad_(grad)  # a leaf, as users train them
+        with torch.set_grad_enabled(grad):
+            if case.op == "batch_norm":
                 norm.train(p["training"])
-                for xk in inputs["x_steps"] if p["training"] else [inputs["x"]]:
-                    y = norm(tensor(xk))
-                out = {"y": y}
+                earlier = inputs["x_steps"] if p["eval_after"] else inputs["x_steps"][:-1] if p["training"] else []
+                for xk in earlier:
+                    norm(tensor(xk))
+                norm.train(p["training"] and not p["eval_after"])
+                out = {"y": norm(x)}
                 if p["training"]:
                     out.update(running_mean=norm.exp_mean, running_var=norm.exp_var)
             elif case.op == "layer_norm":
                 # LayerNorm normalizes the trailing dims only: move the case's axes to the end, then back
                 # (https://nn.labml.ai/normalization/layer_norm/index.html).
-                x, axes = tensor(inputs["x"]), p["axes"]
+                axes = p["axes"]
                 rest = [d for d in range(x.ndim) if d not in axes]
                 out = {"y": norm(x.permute(*rest, *axes)).permute(*np.argsort(rest + axes).tolist())}
             else:
-                out = {"y": norm(tensor(inputs["x"]))}
-        return {k: v.to(torch.float64).numpy() for k, v in out.items()}
+                out = {"y": norm(x)}
+        if grad:
+            out["y"].backward(tensor(inputs["grad_output"]))
+            leaves = {"grad_x": x, "grad_weight": scale, "grad_bias": shift}
+            out.update({name: leaves[name].grad for name in case.gradients})
+        return {k: v.detach().to(torch.float64).numpy() for k, v in out.items()}

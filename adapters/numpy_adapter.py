@@ -16,6 +16,15 @@ class NumpyAdapter(Adapter):
     unsupported_dtypes = {"bfloat16": "NumPy has no bfloat16 dtype"}
     # np.std's default ddof=0; the norms are hand-written, so a case's eps is what a user passes
     defaults = {"channel_stats": {"variance": "biased"}}
+    no_autodiff = "NumPy has no autodiff"
+
+    def unsupported(self, case):
+        if case.params.get("track_running_stats"):
+            return "NumPy has no instance-norm layer that keeps running statistics (PyTorch's track_running_stats)"
+        return super().unsupported(case)
+
+    def unsupported_outputs(self, case):
+        return {name: self.no_autodiff for name in case.gradients}
 
     @property
     def xp(self):
@@ -70,11 +79,7 @@ class NumpyAdapter(Adapter):
             axes = (0,) + spatial
             rm = xp.asarray(inputs["running_mean"], dt)
             rv = xp.asarray(inputs["running_var"], dt)
-            if not p["training"]:
-                y = (x - per_channel(rm)) / xp.sqrt(per_channel(rv) + dt.type(p["eps"]))
-                y = y * per_channel(inputs["weight"]) if "weight" in inputs else y
-                out["y"] = y + per_channel(inputs["bias"]) if "bias" in inputs else y
-            else:
+            if p["training"]:
                 for k, xk in enumerate(inputs["x_steps"], start=1):
                     xk = xp.asarray(to_layout(xk, case.layout), dtype=dt)
                     m = dt.type(1.0 / k if p["momentum"] is None else p["momentum"])
@@ -82,6 +87,10 @@ class NumpyAdapter(Adapter):
                     rv = (1 - m) * rv + m * xp.var(xk, axis=axes, ddof=DDOF[p["running_variance"]])
                     out["y"] = norm(xk, axes)
                 out["running_mean"], out["running_var"] = rm, rv
+            if not p["training"] or p["eval_after"]:  # normalize with the running statistics
+                y = (x - per_channel(rm)) / xp.sqrt(per_channel(rv) + dt.type(p["eps"]))
+                y = y * per_channel(inputs["weight"]) if "weight" in inputs else y
+                out["y"] = y + per_channel(inputs["bias"]) if "bias" in inputs else y
         elif case.op == "normalize":
             out["y"] = (x - per_channel(inputs["mean"])) / per_channel(inputs["std"])
         elif case.op == "channel_stats":

@@ -19,6 +19,8 @@ class Recipe(Adapter):
     affine = False
 
     def unsupported(self, case):
+        if case.params.get("track_running_stats"):
+            return "the recipe keeps no running statistics (PyTorch's track_running_stats)"
         if case.op not in self.ops:
             return f"the recipe implements only {', '.join(self.ops)}"
         if len(case.shape) != 4:
@@ -29,6 +31,10 @@ class Recipe(Adapter):
                                 or "bias" in case.params and case.params["bias"] is not None):
             return "the recipe has no affine weight or bias"
         return super().unsupported(case)
+
+    def unsupported_outputs(self, case):
+        return {name: "the recipe is a forward pass written in its document; it computes no gradients"
+                for name in case.gradients}
 
 
 class Seed000Numpy(Recipe):
@@ -89,8 +95,8 @@ class Seed001Labml(Recipe):
     native = {"variance": "biased"}
 
     def unsupported(self, case):
-        if case.op in self.ops:  # the module takes [batch, channels, *] of any rank and layout
-            return Adapter.unsupported(self, case)
+        if case.op in self.ops and not case.params.get("track_running_stats"):
+            return Adapter.unsupported(self, case)  # the module takes [batch, channels, *] of any rank and layout
         return super().unsupported(case)
 
     def run(self, case, inputs):
@@ -194,13 +200,13 @@ class Seed002EinopsNumpy(Recipe):
     unsupported_dtypes = {"bfloat16": "NumPy has no bfloat16 dtype"}
 
     def unsupported(self, case):
-        if case.op == "batch_norm" and not case.params["training"]:
+        if case.op == "batch_norm" and (not case.params["training"] or case.params["eval_after"]):
             return "the recipe has no running statistics: batch statistics (training) only"
         return super().unsupported(case)
 
     def unsupported_outputs(self, case):
         why = "the recipe computes batch statistics only and keeps no running statistics"
-        return {"running_mean": why, "running_var": why}
+        return {**super().unsupported_outputs(case), "running_mean": why, "running_var": why}
 
     def run(self, case, inputs):
         from einops import rearrange

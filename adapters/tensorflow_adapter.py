@@ -35,6 +35,9 @@ class TensorflowAdapter(Adapter):
 
     def unsupported(self, case):
         p = case.params
+        if case.op == "instance_norm" and p["track_running_stats"]:
+            return ("keras.layers.GroupNormalization (groups=-1, Keras' instance norm) keeps no running statistics: "
+                    "https://keras.io/api/layers/normalization_layers/group_normalization")
         if case.op == "batch_norm" and p["training"] and p["momentum"] is None:
             # Keras' momentum is a fixed float: no cumulative average (PyTorch momentum=None), see
             # https://keras.io/api/layers/normalization_layers/batch_normalization/
@@ -47,17 +50,40 @@ class TensorflowAdapter(Adapter):
             # TF >= 2.20 loads its LLVM with RTLD_GLOBAL; a triton loaded after it (torch and torchvision
             # import it lazily) segfaults, so it goes first: https://github.com/tensorflow/tensorflow/issues/124205
             import triton  # noqa: F401
+        import tensorflow as tf
+
+        cast = lambda v: tf.cast(tf.constant(np.asarray(v)), case.dtype)  # noqa: E731  (exact: values are of dt)
+        x = cast(to_layout(inputs["x"], case.layout))
+        with tf.GradientTape() as tape:  # watches the layer's trainable gamma and beta by itself
+            tape.watch(x)
+            out, layer, unarrange = self._forward(case, inputs, x, cast)
+        if case.params.get("grad"):
+            names = case.gradients
+            sources = {"grad_x": x, "grad_weight": getattr(layer, "gamma", None), "grad_bias": getattr(layer, "beta", None)}
+            grads = tape.gradient(out["y"], [sources[n] for n in names],
+                                  output_gradients=cast(to_layout(inputs["grad_output"], case.layout)))
+            out.update(zip(names, grads))
+        out = {k: tf.cast(v, tf.float64).numpy() for k, v in out.items()}
+        for k in ("y", "grad_x"):
+            if k in out:
+                out[k] = from_layout(out[k], case.layout)
+        for k in ("grad_weight", "grad_bias"):
+            if k in out:
+                out[k] = unarrange(out[k])
+        return out
+
+    def _forward(self, case, inputs, x, cast):
+        """The op on ``x`` (memory order): ``(outputs, Keras layer or None, gamma's order -> the case's)``."""
         import keras
         import tensorflow as tf
 
         p, dt, rank = case.params, case.dtype, len(case.shape)
-        cast = lambda v: tf.cast(tf.constant(np.asarray(v)), dt)  # noqa: E731  (exact: values are of dt)
-        x = cast(to_layout(inputs["x"], case.layout))
         cax = 1 if case.layout == "channels_first" else rank - 1  # where the channels live in memory
         spatial = [a for a in range(1, rank) if a != cax]
         # dtype=case dtype as its users write it; Keras' norms then compute float16/bfloat16 in float32 inside:
         # https://github.com/keras-team/keras/tree/v3.15.1/keras/src/layers/normalization/group_normalization.py
         affine = dict(center="bias" in inputs, scale="weight" in inputs, dtype=dt)
+        layer, unarrange = None, lambda v: v  # the Keras layer (its gamma/beta), and gamma's order -> the case's
         if case.op in ("instance_norm", "group_norm"):
             # groups=-1 is Keras' instance norm: https://keras.io/api/layers/normalization_layers/group_normalization
             groups = -1 if case.op == "instance_norm" else p["groups"]
@@ -69,6 +95,7 @@ class TensorflowAdapter(Adapter):
             # gamma/beta have the dims of the sorted (memory-order) axes:
             # https://keras.io/api/layers/normalization_layers/layer_normalization
             order = np.argsort(axes)
+            unarrange = lambda v: np.transpose(v, np.argsort(order))  # noqa: E731
             layer = keras.layers.LayerNormalization(axis=axes, epsilon=p["eps"], **affine)
             out = {"y": self._affine(layer, x, inputs, lambda v: cast(np.transpose(v, order)))(x)}
         elif case.op == "batch_norm":
@@ -79,9 +106,10 @@ class TensorflowAdapter(Adapter):
             self._affine(layer, x, inputs, cast)
             layer.moving_mean.assign(cast(inputs["running_mean"]))
             layer.moving_variance.assign(cast(inputs["running_var"]))
-            for xk in inputs["x_steps"] if p["training"] else [inputs["x"]]:
-                y = layer(cast(to_layout(xk, case.layout)), training=p["training"])
-            out = {"y": y}
+            earlier = inputs["x_steps"] if p["eval_after"] else inputs["x_steps"][:-1] if p["training"] else []
+            for xk in earlier:
+                layer(cast(to_layout(xk, case.layout)), training=p["training"])
+            out = {"y": layer(x, training=p["training"] and not p["eval_after"])}
             if p["training"]:
                 out.update(running_mean=layer.moving_mean.value, running_var=layer.moving_variance.value)
         elif case.op == "normalize":  # (x - mean) / std with the constants in x's dtype, as users write it
@@ -95,10 +123,7 @@ class TensorflowAdapter(Adapter):
             if per_image:  # the mean over images of each image's statistics
                 mean, std = tf.math.reduce_mean(mean, axis=0), tf.math.reduce_mean(std, axis=0)
             out = {"mean": mean, "std": std}
-        out = {k: tf.cast(v, tf.float64).numpy() for k, v in out.items()}
-        if "y" in out:
-            out["y"] = from_layout(out["y"], case.layout)
-        return out
+        return out, layer, unarrange
 
     @staticmethod
     def _affine(layer, x, inputs, arrange):

@@ -36,6 +36,10 @@ class TorchAdapter(Adapter):
             return "F.group_norm raises 'Expected more than 1 value per channel when training' for 1 value per group"
         if case.op == "batch_norm" and case.params["training"] and case.shape[0] * spatial == 1:
             return "nn.BatchNorm raises 'Expected more than 1 value per channel when training'"
+        if case.op == "instance_norm" and case.params["track_running_stats"] and case.params["momentum"] is None:
+            # _InstanceNorm passes `self.momentum if self.momentum is not None else 0.0`: the running statistics
+            # never move. https://github.com/pytorch/pytorch/blob/main/torch/nn/modules/instancenorm.py
+            return "nn.InstanceNorm*d turns momentum=None into 0.0 (running statistics frozen): no cumulative average"
         if case.op == "normalize":
             if importlib.util.find_spec("torchvision") is None:
                 return "torchvision is not installed (torchvision.transforms.Normalize)"
@@ -60,17 +64,22 @@ class TorchAdapter(Adapter):
         import torch
         import torch.nn.functional as F
 
-        p, x = case.params, self.tensor(inputs["x"], case)
+        p, x, grad = case.params, self.tensor(inputs["x"], case), case.params.get("grad", False)
         w, b = self.param(inputs.get("weight"), case), self.param(inputs.get("bias"), case)
-        with torch.no_grad():
-            if case.op == "instance_norm":
+        if grad:  # leaves that require grad, as users train them; x keeps its layout's memory (NHWC stays NHWC)
+            x, w, b = (None if t is None else t.detach().requires_grad_() for t in (x, w, b))
+        leaves = {"x": x, "weight": w, "bias": b}
+        with torch.set_grad_enabled(grad):
+            if case.op == "instance_norm" and p["track_running_stats"]:
+                out, leaves = self._running_module(case, inputs, x, w, b)
+            elif case.op == "instance_norm":
                 out = {"y": F.instance_norm(x, weight=w, bias=b, eps=p["eps"])}
             elif case.op == "group_norm":
                 out = {"y": F.group_norm(x, p["groups"], weight=w, bias=b, eps=p["eps"])}
             elif case.op == "layer_norm":
                 out = {"y": self._layer_norm(x, p["axes"], w, b, p["eps"])}
             elif case.op == "batch_norm":
-                out = self._batch_norm(case, inputs, w, b)
+                out, leaves = self._running_module(case, inputs, x, w, b)
             elif case.op == "normalize":
                 from torchvision.transforms import Normalize
 
@@ -83,6 +92,9 @@ class TorchAdapter(Adapter):
                 else:
                     per = tuple(range(2, x.ndim))
                     out = {"mean": x.mean(dim=per).mean(dim=0), "std": x.std(dim=per, unbiased=unbiased).mean(dim=0)}
+        if grad:
+            out["y"].backward(self.tensor(inputs["grad_output"], case))
+            out.update({name: leaves[name.removeprefix("grad_")].grad for name in case.gradients})
         return {k: v.detach().to("cpu", torch.float64).numpy() for k, v in out.items()}
 
     @staticmethod
@@ -95,23 +107,34 @@ class TorchAdapter(Adapter):
         y = F.layer_norm(xp, [x.shape[a] for a in axes], weight=w, bias=b, eps=eps)
         return y.permute(*np.argsort(rest + list(axes)).tolist())
 
-    def _batch_norm(self, case, inputs, w, b):
+    def _running_module(self, case, inputs, x, w, b):
+        """``nn.BatchNorm*d`` or ``nn.InstanceNorm*d(track_running_stats=True)``: ``steps`` training passes,
+        then (eval_after) one eval pass; y is the last pass's. Returns the outputs and the grad leaves."""
         import torch
 
-        p, rank = case.params, len(case.shape)
-        cls = {2: torch.nn.BatchNorm1d, 3: torch.nn.BatchNorm1d, 4: torch.nn.BatchNorm2d, 5: torch.nn.BatchNorm3d}[rank]
+        p, rank, nn = case.params, len(case.shape), torch.nn
+        if case.op == "batch_norm":
+            cls, extra = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}[rank], {}
+        else:
+            cls = {3: nn.InstanceNorm1d, 4: nn.InstanceNorm2d, 5: nn.InstanceNorm3d}[rank]
+            extra = {"track_running_stats": True}
         # PyTorch's momentum weights the new statistic, as the case's does; None = cumulative average.
-        bn = cls(case.shape[1], eps=p["eps"], momentum=p["momentum"], affine=False).to(self.device, getattr(torch, case.dtype))
+        norm = cls(case.shape[1], eps=p["eps"], momentum=p["momentum"], affine=False, **extra)
+        norm = norm.to(self.device, getattr(torch, case.dtype))
         if w is not None or b is not None:
-            bn.weight = torch.nn.Parameter(w if w is not None else torch.ones_like(b))
-            bn.bias = torch.nn.Parameter(b if b is not None else torch.zeros_like(w))
-        bn.running_mean.copy_(self.param(inputs["running_mean"], case))
-        bn.running_var.copy_(self.param(inputs["running_var"], case))
-        bn.train(p["training"])
-        for xk in inputs["x_steps"] if p["training"] else [inputs["x"]]:
-            y = bn(self.tensor(xk, case))
-        out = {"y": y}
-        if p["training"]:
-            out.update(running_mean=bn.running_mean, running_var=bn.running_var)
-        return out
+            norm.weight = nn.Parameter(w if w is not None else torch.ones_like(b))
+            norm.bias = nn.Parameter(b if b is not None else torch.zeros_like(w))
+        with torch.no_grad():
+            norm.running_mean.copy_(self.param(inputs["running_mean"], case))
+            norm.running_var.copy_(self.param(inputs["running_var"], case))
+        training = p.get("training", True)
+        norm.train(training)
+        earlier = inputs["x_steps"] if p.get("eval_after") else inputs["x_steps"][:-1] if training else []
+        for xk in earlier:
+            norm(self.tensor(xk, case))
+        norm.train(training and not p.get("eval_after"))
+        out = {"y": norm(x)}
+        if training:
+            out.update(running_mean=norm.running_mean, running_var=norm.running_var)
+        return out, {"x": x, "weight": norm.weight, "bias": norm.bias}
 

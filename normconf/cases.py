@@ -40,18 +40,26 @@ DIVISORS = ("biased", "unbiased")
 
 # Which parameters each op takes, and their canonical defaults (DESIGN.md). ``REQUIRED`` has no default.
 REQUIRED = object()
-_AFFINE = {"eps": 1.0e-5, "variance": "biased", "weight": None, "bias": None, "framework_defaults": False}
+# grad: also the gradients of sum(y * grad_output) (every op but channel_stats); grad_output: the
+# upstream gradient, shaped like y, {generator: ...} or literal (None: normal(0, 1) with seed 1000).
+_GRAD = {"grad": False, "grad_output": None}
+_AFFINE = {"eps": 1.0e-5, "variance": "biased", "weight": None, "bias": None, "framework_defaults": False, **_GRAD}
+_RUNNING = {"momentum": 0.1, "running_mean": None, "running_var": None, "running_variance": "biased", "steps": 1}
 PARAMS: dict[str, dict[str, Any]] = {
-    "instance_norm": dict(_AFFINE),
+    # track_running_stats: PyTorch's InstanceNorm*d(track_running_stats=True) in training mode; the
+    # _RUNNING keys exist only then (they are dropped from a case that does not track).
+    "instance_norm": dict(_AFFINE, track_running_stats=False, **_RUNNING),
     "layer_norm": dict(_AFFINE, axes=None),
     "group_norm": dict(_AFFINE, groups=REQUIRED),
-    "batch_norm": dict(_AFFINE, training=True, momentum=0.1, running_mean=None, running_var=None,
-                       running_variance="biased", steps=1),
-    "normalize": {"mean": REQUIRED, "std": REQUIRED},
+    # eval_after: train `steps` steps, then y is one eval pass over the last input with the updated statistics
+    "batch_norm": dict(_AFFINE, training=True, eval_after=False, **_RUNNING),
+    "normalize": {"mean": REQUIRED, "std": REQUIRED, **_GRAD},
     "channel_stats": {"variance": "biased", "method": "pooled", "framework_defaults": False},
 }
 OUTPUTS = {"instance_norm": ("y",), "layer_norm": ("y",), "group_norm": ("y",), "normalize": ("y",),
            "batch_norm": ("y", "running_mean", "running_var"), "channel_stats": ("mean", "std")}
+GRADIENTS = ("grad_x", "grad_weight", "grad_bias")
+DEFAULT_GRAD_OUTPUT = {"generator": {"dist": "normal", "mean": 0.0, "std": 1.0, "seed": 1000}}
 
 
 class CaseError(Exception):
@@ -111,15 +119,35 @@ class Case:
 
     @property
     def outputs(self) -> tuple[str, ...]:
-        if self.op == "batch_norm" and not self.params["training"]:
-            return ("y",)
-        return OUTPUTS[self.op]
+        return outputs_of(self.op, self.params)
+
+    @property
+    def gradients(self) -> tuple[str, ...]:
+        """The gradient outputs this case asks for (``grad_x``, and ``grad_weight``/``grad_bias`` with affine)."""
+        return tuple(n for n in self.outputs if n in GRADIENTS)
 
     def with_params(self, **changes) -> "Case":
         """The same case with some parameters changed (used for native conventions)."""
         clone = copy.copy(self)
         clone.params = {**self.params, **changes}
         return clone
+
+
+def outputs_of(op: str, params: dict) -> tuple[str, ...]:
+    """The output names of a case of ``op`` with validated ``params`` (DESIGN.md, "Output names").
+
+    >>> outputs_of("batch_norm", {"training": False, "grad": True, "weight": [1.0], "bias": None})
+    ('y', 'grad_x', 'grad_weight')
+    """
+    if op == "batch_norm" and not params["training"]:
+        names = ("y",)
+    elif op == "instance_norm" and params.get("track_running_stats"):
+        names = ("y", "running_mean", "running_var")
+    else:
+        names = OUTPUTS[op]
+    if params.get("grad"):
+        names += ("grad_x",) + tuple(f"grad_{k}" for k in ("weight", "bias") if params.get(k) is not None)
+    return names
 
 
 def load_file(path: str | Path) -> tuple[list[Case], list[CaseError]]:
@@ -345,7 +373,7 @@ def _validate(entry: dict, file: str, label: str, from_matrix: bool = False) -> 
         generator = _generator(generator if generator is not None else {"dist": "normal"}, err, "input.generator")
 
     params = _params(op, entry.get("params") or {}, shape, err)
-    if op == "batch_norm" and params["steps"] > 1 and data is not None:
+    if params.get("steps", 1) > 1 and data is not None:
         raise err("params.steps", params["steps"], "1 with literal input.data (later steps need input.generator)")
     if op == "batch_norm" and params["steps"] > 1 and not params["training"]:
         raise err("params.steps", params["steps"], "1 when training is false")
@@ -359,7 +387,7 @@ def _validate(entry: dict, file: str, label: str, from_matrix: bool = False) -> 
     values = expect.get("values") or {}
     if not isinstance(values, dict):
         raise err("expect.values", values, "a mapping {output name: nested list}")
-    outputs = OUTPUTS[op] if not (op == "batch_norm" and not params["training"]) else ("y",)
+    outputs = outputs_of(op, params)
     for name, value in values.items():
         if name not in outputs:
             raise err(f"expect.values.{name}", name, f"outputs of {op}: {', '.join(outputs)}")
@@ -419,14 +447,28 @@ def _params(op: str, given: Any, shape: list[int], err) -> dict:
         if len(set(norm)) != len(norm):
             raise err("params.axes", axes, "distinct dims")
         params["axes"] = norm
-    if op == "batch_norm":
-        if not isinstance(params["training"], bool):
-            raise err("params.training", params["training"], "true, false")
+    for key in ("training", "eval_after", "track_running_stats", "grad"):
+        if key in params and not isinstance(params[key], bool):
+            raise err(f"params.{key}", params[key], "true, false")
+    if op == "instance_norm" and not params["track_running_stats"]:
+        for key in _RUNNING:  # running statistics exist only where they are tracked
+            if key in given and (given[key] is not None or key == "momentum"):
+                raise err(f"params.{key}", given[key], f"{key} only with track_running_stats: true")
+            del params[key]
+    if op == "batch_norm" and params["eval_after"] and not params["training"]:
+        raise err("params.eval_after", True, "eval_after only with training: true (train, then one eval pass)")
+    if "momentum" in params:
         momentum = params["momentum"]
         if momentum is not None and (not _is_num(momentum) or not 0 <= momentum <= 1):
             raise err("params.momentum", momentum, "a number in [0, 1], or null for a cumulative average")
         if not _is_int(params["steps"]) or params["steps"] < 1:
             raise err("params.steps", params["steps"], "an integer >= 1")
+    if "grad" in params:
+        if params["grad_output"] is not None and not params["grad"]:
+            raise err("params.grad_output", params["grad_output"], "grad_output only with grad: true")
+        if params["grad"]:  # the upstream gradient has the shape of y
+            given_output = params["grad_output"] if params["grad_output"] is not None else DEFAULT_GRAD_OUTPUT
+            params["grad_output"] = _array_param(copy.deepcopy(given_output), list(shape), "params.grad_output", err)
     if op == "normalize":
         for key in ("mean", "std"):
             value = params[key]

@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from .cases import GRADIENTS
+
 # p = mantissa bits (with the implicit one), emin = smallest normal exponent.
 FORMATS = {"float64": (53, -1022), "float32": (24, -126), "float16": (11, -14), "bfloat16": (8, -126)}
 # Unit roundoff u = 2**-p of each dtype.
@@ -25,22 +27,63 @@ FACTOR = {"float64": 16, "float32": 16, "float16": 4, "bfloat16": 4}
 
 
 def default_tolerance(dtype: str, condition: float = 1.0, output: str = "y") -> dict:
-    """``{atol, rtol}`` for ``dtype``.
+    """``{atol, rtol}`` for ``dtype`` (plus ``scale`` for gradients).
 
     ``atol = k u + k u_acc kappa`` for normalized outputs, where ``kappa = max |mean| / std`` of the
     normalized slices (see :func:`normconf.oracle.condition`): rounding the mean in the
     accumulation dtype moves every output by about ``u_acc |mean| / std``, however correct the
     implementation. Spread outputs (``running_var``, ``std``) get ``rtol = k u + k u_acc kappa``:
     the error bound of a stable updating (Welford) variance grows with kappa. Means get ``k u``.
+
+    Gradients (``grad_x``, ``grad_weight``, ``grad_bias``) get the same ``atol = k u + k u_acc kappa``
+    and ``rtol = k u``, with atol in units of ``S``, the largest |expected| of that output
+    (``scale: "max"``, resolved by :func:`compare`). Why: y is normalized, O(1), so its atol is
+    absolute; a gradient is not, its size is set by 1/std, the weight, the upstream gradient g and
+    the number of values summed. With yhat = (x - mean) / std, h = g * weight, m = n - ddof::
+
+        grad_x = (h - mean(h) - yhat * sum(h * yhat) / m) / std
+        grad_weight = sum(g * yhat),  grad_bias = sum(g)
+
+    grad_x projects h off the directions 1 and yhat: an element can be far smaller than the terms
+    it is the difference of (0 for a constant g), so its error is u times the size of the terms,
+    ``|h| / std``, not u times its own value: rtol alone cannot hold it. For a g not aligned with 1
+    or yhat, ``|P h| ~ sqrt((n - 2) / n) |h|``, so S is of the size of those terms. grad_weight and
+    grad_bias are sums that cancel (``sum |g| >> |sum g|``): their rounding error is u times the
+    typical partial sum, again of the size of S. The factors ``k`` are y's: a correct
+    implementation evaluates the projection and the sums in the accumulation dtype and rounds once
+    to the output dtype. The conditioning term: the mean rounded in the accumulation dtype shifts
+    every yhat of a slice by the same ``delta ~ u_acc kappa``, which moves ``sum(g * yhat)`` by
+    ``delta sum(g)`` and grad_x by ``delta`` times its terms: ``k u_acc kappa S``. (Measured at
+    kappa = 100, float32: TensorFlow's and torch's two-pass grad_weight are off by 2.8 and 0.2
+    ``kappa u S``; one-pass variances are still caught, at 1.6x to 15x the tolerance.)
+
+    >>> default_tolerance("float32", 1.0, "grad_x")["scale"]
+    'max'
     """
     k, u = FACTOR[dtype], UNIT[dtype]
     conditioning = k * UNIT[ACCUMULATION[dtype]] * max(1.0, condition)
     atol, rtol = k * u, k * u
-    if output == "y":
+    if output in ("y",) + GRADIENTS:
         atol += conditioning
     elif output in ("running_var", "std"):
         rtol += conditioning
-    return {"atol": float(atol), "rtol": float(rtol)}
+    tolerance = {"atol": float(atol), "rtol": float(rtol)}
+    if output in GRADIENTS:
+        tolerance["scale"] = "max"
+    return tolerance
+
+
+def absolute(expected, atol: float, rtol: float, scale: str | None = None) -> tuple[float, float]:
+    """``(atol, rtol)`` in the output's own units: an atol with ``scale: "max"`` is multiplied by
+    the largest finite |expected| (1 where there is none, or it is 0)."""
+    if scale is None:
+        return float(atol), float(rtol)
+    if scale != "max":
+        raise ValueError(f"tolerance scale {scale!r}: only 'max' (the largest |expected|) is known")
+    e = np.abs(np.asarray(expected, dtype=np.float64))
+    e = e[np.isfinite(e)]
+    size = float(e.max()) if e.size and e.max() > 0 else 1.0
+    return float(atol) * size, float(rtol)
 
 
 def ulp(values: np.ndarray, dtype: str) -> np.ndarray:
@@ -53,16 +96,19 @@ def ulp(values: np.ndarray, dtype: str) -> np.ndarray:
     return np.ldexp(1.0, (exp - (p - 1)).astype(np.int64))
 
 
-def compare(expected, actual, dtype: str, atol: float, rtol: float) -> dict:
+def compare(expected, actual, dtype: str, atol: float, rtol: float, scale: str | None = None) -> dict:
     """Metrics of ``actual`` against ``expected`` and whether every element is within tolerance.
 
     Passing: ``|actual - expected| <= atol + rtol * |expected|`` everywhere; NaN must meet NaN in the
     same place, and inf the same inf. ``worst_index`` is the element furthest out of tolerance.
+    ``scale="max"``: atol is in units of the largest |expected| (gradients, see
+    :func:`default_tolerance`); the metrics report the atol it amounts to.
     """
     e = np.asarray(expected, dtype=np.float64)
     a = np.asarray(actual, dtype=np.float64)
     if e.shape != a.shape:
         raise ValueError(f"shape {list(a.shape)} where {list(e.shape)} was expected")
+    atol, rtol = absolute(e, atol, rtol, scale)
     both_nan = np.isnan(e) & np.isnan(a)
     same_inf = np.isinf(e) & (e == a)
     special = both_nan | same_inf

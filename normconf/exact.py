@@ -22,7 +22,7 @@ DDOF = {"biased": 0, "unbiased": 1}
 
 
 def _q(value) -> Fraction:
-    return Fraction(float(value))  # exact: every float64 is a rational
+    return value if isinstance(value, Fraction) else Fraction(float(value))  # exact: every float64 is a rational
 
 
 def _dec(q: Fraction) -> Decimal:
@@ -55,6 +55,41 @@ def normalize_slice(values, eps: float, ddof: int, weight=None, bias=None) -> li
     return out
 
 
+def yhat_slice(values, eps: float, ddof: int) -> list[Decimal | None]:
+    """Exact ``(x - mean) / sqrt(var + eps)`` of one slice to 60 digits (None where undefined)."""
+    mean, var = stats(values, ddof)
+    if var is None or var + _q(eps) == 0:
+        return [None] * len(values)
+    root = CTX.sqrt(_dec(var + _q(eps)))
+    return [CTX.divide(_dec(_q(v) - mean), root) for v in values]
+
+
+def vjp_slice(values, h, eps: float, ddof: int) -> list[float]:
+    """Exact d(sum(h * yhat))/dx of one slice, rounded to float64 (``h`` exact rationals):
+    (h - mean(h)) / sigma - (x - mean) * sum(h * (x - mean)) / ((n - ddof) sigma^3)."""
+    mean, var = stats(values, ddof)
+    if var is None or var + _q(eps) == 0:
+        return [float("nan")] * len(values)
+    xs, hs, n = [_q(v) for v in values], [_q(v) for v in h], len(values)
+    mean_h = sum(hs, Fraction(0)) / n
+    along = sum((hi * (xi - mean) for hi, xi in zip(hs, xs)), Fraction(0)) / (n - ddof)
+    denom = _dec(var + _q(eps))
+    root = CTX.sqrt(denom)
+    cube = CTX.multiply(root, denom)
+    return [float(CTX.subtract(CTX.divide(_dec(hi - mean_h), root), CTX.divide(_dec((xi - mean) * along), cube)))
+            for hi, xi in zip(hs, xs)]
+
+
+def _by_slice(fn, x: np.ndarray, axes, *others) -> np.ndarray:
+    """Apply ``fn(row, *other rows)`` to every normalized slice; an object array shaped like ``x``."""
+    rows, perm = _slices(x, axes)
+    other_rows = [_slices(o, axes)[0] for o in others]
+    out = np.empty(rows.shape, dtype=object)
+    for i, row in enumerate(rows):
+        out[i] = fn(list(row), *(list(o[i]) for o in other_rows))
+    return np.transpose(out.reshape(tuple(x.shape[d] for d in perm)), np.argsort(perm))
+
+
 def _slices(x: np.ndarray, axes) -> tuple[np.ndarray, tuple]:
     """Rows = the values of one normalized slice; also the permutation used."""
     rest = [d for d in range(x.ndim) if d not in axes]
@@ -79,6 +114,103 @@ def _per_channel(v, shape):
 
 def reference(case: Case, inputs: dict) -> dict[str, np.ndarray]:
     """Exact outputs of ``case`` (keep it to small inputs: it is pure Python)."""
+    out = _forward(case, inputs)
+    if case.op == "instance_norm" and case.params.get("track_running_stats"):
+        rm, rv = _running(case, inputs, tuple(range(2, np.ndim(inputs["x"]))))
+        out.update(running_mean=_floats(rm), running_var=_floats(rv))
+    if case.params.get("grad"):
+        out.update(_gradients(case, inputs))
+    return out
+
+
+def _floats(values) -> np.ndarray:
+    return np.array([float(v) for v in values])
+
+
+def _running(case: Case, inputs: dict, axes) -> tuple[list, list]:
+    """Exact running mean and variance (rationals; NaN where n - 1 = 0): per step, the statistics
+    of every slice over ``axes``, averaged over the batch (one slice per channel for batch norm),
+    blended in with weight momentum."""
+    p = case.params
+    rm = [_q(v) for v in inputs["running_mean"]]
+    rv = [_q(v) for v in inputs["running_var"]]
+    for k, xk in enumerate(inputs["x_steps"], start=1):
+        m = Fraction(1, k) if p["momentum"] is None else _q(p["momentum"])
+        xk = np.asarray(xk, dtype=np.float64)
+        per_image = axes[0] != 0
+        for c in range(xk.shape[1]):
+            images = [xk[i, c] for i in range(xk.shape[0])] if per_image else [xk[:, c]]
+            pairs = [stats(img.ravel(), DDOF[p["running_variance"]]) for img in images]
+            mean = sum((mu for mu, _ in pairs), Fraction(0)) / len(pairs)
+            var = None if any(v is None for _, v in pairs) else sum((v for _, v in pairs), Fraction(0)) / len(pairs)
+            rm[c] = (1 - m) * rm[c] + m * mean
+            rv[c] = float("nan") if var is None or not isinstance(rv[c], Fraction) else (1 - m) * rv[c] + m * var
+    return rm, rv
+
+
+def _gradients(case: Case, inputs: dict) -> dict:
+    """Exact gradients of sum(y * grad_output): grad_x through each slice's exact vjp (or the
+    constant 1/sigma of running statistics), grad_weight / grad_bias as exact sums."""
+    x, p = np.asarray(inputs["x"], dtype=np.float64), case.params
+    full = _broadcaster(case, x)
+    exact = np.vectorize(_q, otypes=[object])
+    g = exact(inputs["grad_output"])
+    h = g * exact(full(inputs["weight"])) if "weight" in inputs else g
+    if case.op == "normalize":
+        return {"grad_x": (h / exact(full(inputs["std"]))).astype(float)}
+    eps, ddof = p["eps"], DDOF[p["variance"]]
+    if case.op == "batch_norm" and (not p["training"] or p["eval_after"]):
+        rm, rv = (_running(case, inputs, _axes(case, x)) if p["training"]
+                  else ([_q(v) for v in inputs["running_mean"]], [_q(v) for v in inputs["running_var"]]))
+        roots = [CTX.sqrt(_dec(v + _q(eps))) for v in rv]
+        yhat, grad_x = np.empty(x.shape, dtype=object), np.empty(x.shape)
+        for idx in np.ndindex(x.shape):
+            yhat[idx] = CTX.divide(_dec(_q(x[idx]) - rm[idx[1]]), roots[idx[1]])
+            grad_x[idx] = float(CTX.divide(_dec(h[idx]), roots[idx[1]]))
+    else:
+        shape = x.shape
+        if case.op == "group_norm":  # slices of [N, G, C/G, *spatial]
+            shape = (x.shape[0], p["groups"], x.shape[1] // p["groups"]) + x.shape[2:]
+        xs, axes = x.reshape(shape), _axes(case, x)
+        grad_x = _by_slice(lambda r, hr: vjp_slice(r, hr, eps, ddof), xs, axes, h.reshape(shape)).reshape(x.shape)
+        grad_x = grad_x.astype(float)
+        yhat = _by_slice(lambda r: yhat_slice(r, eps, ddof), xs, axes).reshape(x.shape)
+    out = {"grad_x": grad_x}
+    terms = {"weight": lambda idx: CTX.multiply(_dec(g[idx]), yhat[idx]), "bias": lambda idx: _dec(g[idx])}
+    for name, term in terms.items():
+        if name in inputs:
+            sums: dict = {}
+            for idx in np.ndindex(x.shape):
+                key = _param_index(case, idx)
+                sums[key] = CTX.add(sums.get(key, Decimal(0)), term(idx))
+            shape = np.shape(inputs[name])
+            out[f"grad_{name}"] = np.array([float(sums[k]) for k in np.ndindex(shape)]).reshape(shape)
+    return out
+
+
+def _axes(case: Case, x: np.ndarray) -> tuple:
+    """The dims of one normalized slice (group_norm: of the [N, G, C/G, *spatial] view)."""
+    spatial = tuple(range(2, x.ndim))
+    return {"instance_norm": spatial, "batch_norm": (0,) + spatial, "group_norm": tuple(range(2, x.ndim + 1)),
+            "layer_norm": tuple(case.params.get("axes") or ())}.get(case.op, ())
+
+
+def _param_index(case: Case, idx: tuple) -> tuple:
+    """Which element of weight/bias multiplies element ``idx`` of x."""
+    if case.op == "layer_norm":
+        return tuple(idx[d] for d in case.params["axes"])
+    return (idx[1],)
+
+
+def _broadcaster(case: Case, x: np.ndarray):
+    """A per-channel (layer_norm: per normalized dims) parameter broadcast to x's shape."""
+    if case.op == "layer_norm":
+        axes = case.params["axes"]
+        return lambda v: np.broadcast_to(np.reshape(v, [x.shape[d] if d in axes else 1 for d in range(x.ndim)]), x.shape)
+    return lambda v: _per_channel(v, x.shape)
+
+
+def _forward(case: Case, inputs: dict) -> dict[str, np.ndarray]:
     x, p = np.asarray(inputs["x"], dtype=np.float64), case.params
     ddof = DDOF.get(p.get("variance"), 0)
     spatial = tuple(range(2, x.ndim))
@@ -118,25 +250,18 @@ def reference(case: Case, inputs: dict) -> dict[str, np.ndarray]:
         return {"mean": np.array(means), "std": np.array(stds)}
     # batch_norm
     axes = (0,) + spatial
-    if not p["training"]:
-        rm, rv = inputs["running_mean"], inputs["running_var"]
-        y = np.empty_like(x)
-        for idx in np.ndindex(x.shape):
-            c = idx[1]
-            val = CTX.divide(_dec(_q(x[idx]) - _q(rm[c])), CTX.sqrt(_dec(_q(rv[c]) + _q(p["eps"]))))
-            if w is not None:
-                val = CTX.multiply(val, _dec(_q(w[idx])))
-            if b is not None:
-                val = CTX.add(val, _dec(_q(b[idx])))
-            y[idx] = float(val)
-        return {"y": y}
-    rm = [_q(v) for v in inputs["running_mean"]]
-    rv = [_q(v) for v in inputs["running_var"]]
-    for k, xk in enumerate(inputs["x_steps"], start=1):
-        m = Fraction(1, k) if p["momentum"] is None else _q(p["momentum"])
-        for c, row in enumerate(_slices(np.asarray(xk, dtype=np.float64), axes)[0]):
-            mean, var = stats(row, DDOF[p["running_variance"]])
-            rm[c] = (1 - m) * rm[c] + m * mean
-            rv[c] = float("nan") if var is None else (1 - m) * rv[c] + m * var  # n = 1 with n-1: 0/0
-    y = _normalize(x, axes, p["eps"], ddof, w, b)
-    return {"y": y, "running_mean": np.array([float(v) for v in rm]), "running_var": np.array([float(v) for v in rv])}
+    running = _running(case, inputs, axes) if p["training"] else None
+    out = {} if running is None else {"running_mean": _floats(running[0]), "running_var": _floats(running[1])}
+    if p["training"] and not p["eval_after"]:
+        return {"y": _normalize(x, axes, p["eps"], ddof, w, b), **out}
+    rm, rv = running or (inputs["running_mean"], inputs["running_var"])  # eval: normalize with running statistics
+    y = np.empty_like(x)
+    for idx in np.ndindex(x.shape):
+        c = idx[1]
+        val = CTX.divide(_dec(_q(x[idx]) - _q(rm[c])), CTX.sqrt(_dec(_q(rv[c]) + _q(p["eps"]))))
+        if w is not None:
+            val = CTX.multiply(val, _dec(_q(w[idx])))
+        if b is not None:
+            val = CTX.add(val, _dec(_q(b[idx])))
+        y[idx] = float(val)
+    return {"y": y, **out}

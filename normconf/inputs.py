@@ -46,17 +46,19 @@ def draw(generator: dict, shape, seed_offset: int = 0) -> np.ndarray:
 
 
 def generate(case: Case) -> dict[str, np.ndarray]:
-    """All inputs of a case, keyed ``x`` (and ``x_steps`` for batch_norm), ``weight``, ``bias``,
-    ``running_mean``, ``running_var``; per-channel arrays rounded to the case dtype like ``x``."""
+    """All inputs of a case, keyed ``x`` (and ``x_steps`` where running statistics are kept),
+    ``weight``, ``bias``, ``running_mean``, ``running_var``, ``grad_output`` (with ``grad: true``,
+    shaped like y); all rounded to the case dtype like ``x``."""
     shape = case.shape
+    running = "running_mean" in case.params  # batch_norm, instance_norm with track_running_stats
     if case.data is not None:
         steps = [np.asarray(case.data, dtype=np.float64)]
     else:
-        n_steps = case.params.get("steps", 1) if case.op == "batch_norm" else 1
+        n_steps = case.params.get("steps", 1) if running else 1
         steps = [draw(case.generator, shape, k) for k in range(n_steps)]
     steps = [round_to_dtype(x, case.dtype) for x in steps]
     out = {"x": steps[-1]}
-    if case.op == "batch_norm":
+    if running:
         out["x_steps"] = steps
     c = shape[1]
     per_channel = [shape[a] for a in case.params["axes"]] if case.op == "layer_norm" else [c]
@@ -65,12 +67,16 @@ def generate(case: Case) -> dict[str, np.ndarray]:
             continue
         value = case.params[key]
         if value is None:
-            if case.op != "batch_norm" or key not in ("running_mean", "running_var"):
+            if not running or key not in ("running_mean", "running_var"):
                 continue
             value = np.zeros(per_channel) if key == "running_mean" else np.ones(per_channel)
         elif isinstance(value, dict):
             value = draw(value["generator"], per_channel)
         out[key] = round_to_dtype(value, case.dtype)
+    if case.params.get("grad"):
+        value = case.params["grad_output"]
+        value = draw(value["generator"], shape) if isinstance(value, dict) else value
+        out["grad_output"] = round_to_dtype(value, case.dtype)
     if case.op == "normalize":
         out["mean"] = np.asarray(case.params["mean"], dtype=np.float64)
         out["std"] = np.asarray(case.params["std"], dtype=np.float64)

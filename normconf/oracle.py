@@ -7,6 +7,8 @@
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .cases import Case
@@ -41,10 +43,46 @@ def _moments(x: np.ndarray, axes, ddof: int):
     return mean, dev, var
 
 
+def fsum(v, axes, keepdims: bool = False) -> np.ndarray:
+    """Sums over ``axes``, each rounded once (``math.fsum``): the gradients' reductions cancel (the
+    sum of an upstream gradient is far smaller than the sum of its magnitudes), and a float64
+    pairwise sum would then lose several ULPs of the result."""
+    v = np.asarray(v, dtype=np.float64)
+    axes = tuple(a % v.ndim for a in axes)
+    rest = [d for d in range(v.ndim) if d not in axes]
+    rows = np.transpose(v, rest + list(axes)).reshape(int(np.prod([v.shape[d] for d in rest])), -1)
+    out = np.array([_fsum(row) for row in rows]).reshape([v.shape[d] for d in rest])
+    return np.expand_dims(out, axes) if keepdims else out
+
+
+def _fsum(row) -> float:
+    try:
+        return math.fsum(row)
+    except (OverflowError, ValueError):  # inf - inf or an intermediate overflow: what float arithmetic gives
+        return float(np.sum(row))
+
+
 def normalize_over(x, axes, eps: float, ddof: int) -> np.ndarray:
     dev, var = deviations(x, axes, ddof)
     with np.errstate(divide="ignore", invalid="ignore"):
         return dev / np.sqrt(var + eps)
+
+
+def normalize_vjp(x, h, axes, eps: float, ddof: int) -> np.ndarray:
+    """d(sum(h * yhat))/dx for yhat = normalize_over(x, axes, eps, ddof), analytically. With
+    sigma = sqrt(var + eps) and the variance's divisor m = n - ddof:
+
+        dx = (h - mean(h) - yhat * sum(h * yhat) / m) / sigma
+
+    mean(h) is the mean's share (each x moves the mean by 1/n), the last term the variance's
+    (d sigma / dx = (x - mean) / (m sigma)); with m = n it is the familiar mean(h * yhat)."""
+    dev, var = deviations(x, axes, ddof)
+    n = int(np.prod([np.shape(x)[a] for a in axes]))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sigma = np.sqrt(var + eps)
+        yhat = dev / sigma
+        along_yhat = fsum(h * yhat, axes, keepdims=True) / np.float64(n - ddof)
+        return (h - fsum(h, axes, keepdims=True) / n - yhat * along_yhat) / sigma
 
 
 def _channel(v: np.ndarray, rank: int) -> np.ndarray:
@@ -60,54 +98,92 @@ def _affine(y, inputs, shape_for):
     return y
 
 
+def _outputs(case: Case, inputs: dict, yhat, backward, shape_for) -> dict:
+    """y = yhat * weight + bias and, with ``grad: true``, the gradients of sum(y * grad_output):
+
+        grad_x = backward(grad_output * weight)      backward(h) = d(sum(h * yhat))/dx
+        grad_weight = sum(grad_output * yhat),  grad_bias = sum(grad_output)
+
+    the sums over the dims the parameter is broadcast along."""
+    out = {"y": _affine(yhat, inputs, shape_for)}
+    if case.params.get("grad"):
+        g = inputs["grad_output"]
+        out["grad_x"] = backward(g * shape_for(inputs["weight"]) if "weight" in inputs else g)
+        for name, term in (("weight", g * yhat), ("bias", g)):
+            if name in inputs:
+                broadcast = shape_for(inputs[name]).shape
+                summed = tuple(d for d, size in enumerate(broadcast) if size == 1)
+                out[f"grad_{name}"] = fsum(term, summed).reshape(np.shape(inputs[name]))
+    return out
+
+
+def _normalized(x, axes, p: dict):
+    """(yhat, backward) of normalizing ``x`` over ``axes`` with the case's eps and divisor."""
+    eps, ddof = p["eps"], DDOF[p["variance"]]
+    return normalize_over(x, axes, eps, ddof), lambda h: normalize_vjp(x, h, axes, eps, ddof)
+
+
+def running_stats(case: Case, inputs: dict, axes) -> dict:
+    """running_mean / running_var after ``steps`` training steps. Each step blends in its statistics
+    over ``axes`` with weight momentum (PyTorch's convention; None = cumulative average 1/k). With
+    axes = the spatial dims (instance norm, track_running_stats) those are per (image, channel) and
+    their mean over the batch is blended in, as torch.nn.InstanceNorm*d does."""
+    p = case.params
+    running_mean = np.asarray(inputs["running_mean"], dtype=np.float64)
+    running_var = np.asarray(inputs["running_var"], dtype=np.float64)
+    for k, xk in enumerate(inputs["x_steps"], start=1):
+        mean, var = mean_var(xk, axes, DDOF[p["running_variance"]])
+        m = 1.0 / k if p["momentum"] is None else p["momentum"]
+        running_mean = (1 - m) * running_mean + m * mean.mean(axis=0).reshape(-1)
+        running_var = (1 - m) * running_var + m * var.mean(axis=0).reshape(-1)
+    return {"running_mean": running_mean, "running_var": running_var}
+
+
 def instance_norm(case: Case, inputs: dict) -> dict:
     x, p = inputs["x"], case.params
-    y = normalize_over(x, tuple(range(2, x.ndim)), p["eps"], DDOF[p["variance"]])
-    return {"y": _affine(y, inputs, lambda v: _channel(v, x.ndim))}
+    out = _outputs(case, inputs, *_normalized(x, tuple(range(2, x.ndim)), p), lambda v: _channel(v, x.ndim))
+    if p.get("track_running_stats"):
+        out.update(running_stats(case, inputs, tuple(range(2, x.ndim))))
+    return out
 
 
 def group_norm(case: Case, inputs: dict) -> dict:
     x, p = inputs["x"], case.params
     n, c = x.shape[:2]
-    grouped = x.reshape((n, p["groups"], c // p["groups"]) + x.shape[2:])
-    y = normalize_over(grouped, tuple(range(2, grouped.ndim)), p["eps"], DDOF[p["variance"]]).reshape(x.shape)
-    return {"y": _affine(y, inputs, lambda v: _channel(v, x.ndim))}
+    grouped = (n, p["groups"], c // p["groups"]) + x.shape[2:]
+    yhat, backward = _normalized(x.reshape(grouped), tuple(range(2, len(grouped))), p)
+    return _outputs(case, inputs, yhat.reshape(x.shape), lambda h: backward(h.reshape(grouped)).reshape(x.shape),
+                    lambda v: _channel(v, x.ndim))
 
 
 def layer_norm(case: Case, inputs: dict) -> dict:
     x, p = inputs["x"], case.params
     axes = p["axes"]
-    y = normalize_over(x, tuple(axes), p["eps"], DDOF[p["variance"]])
 
     def shape_for(v):  # weight has the shape of the normalized dims; broadcast it back in place
         return np.asarray(v, dtype=np.float64).reshape([x.shape[d] if d in axes else 1 for d in range(x.ndim)])
 
-    return {"y": _affine(y, inputs, shape_for)}
+    return _outputs(case, inputs, *_normalized(x, tuple(axes), p), shape_for)
 
 
 def batch_norm(case: Case, inputs: dict) -> dict:
     p, x = case.params, inputs["x"]
     axes = (0,) + tuple(range(2, x.ndim))
     shape_for = lambda v: _channel(v, x.ndim)  # noqa: E731
-    if not p["training"]:
-        y = (x - shape_for(inputs["running_mean"])) / np.sqrt(shape_for(inputs["running_var"]) + p["eps"])
-        return {"y": _affine(y, inputs, shape_for)}
-    running_mean = np.asarray(inputs["running_mean"], dtype=np.float64)
-    running_var = np.asarray(inputs["running_var"], dtype=np.float64)
-    for k, xk in enumerate(inputs["x_steps"], start=1):
-        mean, _ = mean_var(xk, axes, 0)
-        _, var_running = mean_var(xk, axes, DDOF[p["running_variance"]])
-        # momentum weights the new statistic (PyTorch's convention); None = cumulative average 1/k
-        m = 1.0 / k if p["momentum"] is None else p["momentum"]
-        running_mean = (1 - m) * running_mean + m * mean.reshape(-1)
-        running_var = (1 - m) * running_var + m * var_running.reshape(-1)
-    y = normalize_over(x, axes, p["eps"], DDOF[p["variance"]])
-    return {"y": _affine(y, inputs, shape_for), "running_mean": running_mean, "running_var": running_var}
+    running = running_stats(case, inputs, axes) if p["training"] else {}
+    if p["training"] and not p["eval_after"]:  # the batch's own statistics
+        yhat, backward = _normalized(x, axes, p)
+    else:  # running statistics, constants: the given ones, or those after training (eval_after)
+        stats = running or inputs
+        sigma = np.sqrt(shape_for(stats["running_var"]) + p["eps"])
+        yhat, backward = (x - shape_for(stats["running_mean"])) / sigma, lambda h: h / sigma
+    return {**_outputs(case, inputs, yhat, backward, shape_for), **running}
 
 
 def normalize(case: Case, inputs: dict) -> dict:
     x = inputs["x"]
-    return {"y": (x - _channel(inputs["mean"], x.ndim)) / _channel(inputs["std"], x.ndim)}
+    std = _channel(inputs["std"], x.ndim)
+    return _outputs(case, inputs, (x - _channel(inputs["mean"], x.ndim)) / std, lambda h: h / std, None)
 
 
 def channel_stats(case: Case, inputs: dict) -> dict:

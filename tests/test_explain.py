@@ -168,7 +168,7 @@ def layout_misread(case, inputs):
     """channels_last memory handed to code that assumes channels_first: the op normalizes the
     [N, H, W, C] array as if H were the channels (the case's affine still on the real channels)."""
     x = to_layout(inputs["x"], "channels_last")
-    bare = case.with_params(weight=None, bias=None)
+    bare = case.with_params(weight=None, bias=None, grad=False, track_running_stats=False)  # y alone
     y = oracle.reference(bare, {"x": x})["y"]  # layer_norm: its axes, positions, now name other dims
     y = from_layout(y, "channels_last")
     y = oracle._affine(y, inputs, (lambda v: np.asarray(v).reshape([y.shape[d] if d in case.params["axes"] else 1
