@@ -57,7 +57,7 @@ import numpy as np
 
 from . import oracle
 from .cases import Case
-from .compare import ACCUMULATION, UNIT, compare
+from .compare import ACCUMULATION, GRADIENTS, UNIT, absolute, compare
 from .inputs import round_to_dtype
 
 DDOF = oracle.DDOF
@@ -85,6 +85,9 @@ def explain(case: Case, inputs: dict, expected: dict, actual: dict, tolerance: d
     bad = [n for n in names if not base[n]["ok"]]
     if not bad:
         return None
+    if any(n not in GRADIENTS for n in bad):  # a gradient off with its forward output shares its cause:
+        names = [n for n in names if n not in GRADIENTS]  # explain the forward outputs (the variants
+        bad = [n for n in bad if n not in GRADIENTS]  # are forward computations)
     try:
         return _Explainer(case, inputs, expected, actual, tolerance, names, bad).run()
     except Exception as exc:  # an explanation must never turn a result into a traceback
@@ -133,10 +136,10 @@ def explain_pair(case: Case, inputs: dict, a: dict, b: dict, tolerance: dict,
 
 def _tol(tolerance: dict, name: str) -> dict:
     t = tolerance.get(name) or {}
-    return {"atol": float(t.get("atol", 0.0)), "rtol": float(t.get("rtol", 0.0))}
+    return {"atol": float(t.get("atol", 0.0)), "rtol": float(t.get("rtol", 0.0)), "scale": t.get("scale")}
 
 
-def _ratio(expected, actual, atol: float, rtol: float) -> tuple[float, bool]:
+def _ratio(expected, actual, atol: float, rtol: float, scale: str | None = None) -> tuple[float, bool]:
     """``(max |actual - expected| / allowance, ok)`` with :func:`normconf.compare.compare`'s rules
     (NaN meets NaN, inf the same inf), without its ULP and index bookkeeping: explaining compares
     dozens of variants and this is most of its cost."""
@@ -144,6 +147,7 @@ def _ratio(expected, actual, atol: float, rtol: float) -> tuple[float, bool]:
     a = np.asarray(actual, dtype=np.float64)
     if e.shape != a.shape:
         return math.inf, False
+    atol, rtol = absolute(e, atol, rtol, scale)  # gradients: atol in units of max |expected|
     if not e.size:
         return 0.0, True
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
@@ -548,7 +552,7 @@ class _Explainer:
             other = OTHER[p["variance"]]
             out.append(_Variant("variance_divisor", {"variance": other, "n": self.n_of()}, _divisor_text,
                                 changes={"variance": other}))
-        if case.op == "batch_norm" and p["training"]:
+        if "running_variance" in p and p.get("training", True):
             other = OTHER[p["running_variance"]]
             n = self.n_of()
             out.append(_Variant("running_variance_estimator", {"running_variance": other, "n": n},
@@ -738,7 +742,8 @@ class _Explainer:
                 ref = oracle.reference(case, inputs)
                 residual, todo = {}, []
                 for n in self.names:
-                    residual[n], ok = _ratio(ref[n], self.actual[n], **_tol(self.tolerance, n))
+                    residual[n], ok = (_ratio(ref[n], self.actual[n], **_tol(self.tolerance, n)) if n in ref
+                                       else (math.inf, False))
                     if not ok:
                         todo.append(n)
                 # the change must fix some failing output and leave the bound analysis the rest
