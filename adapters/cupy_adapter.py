@@ -4,6 +4,8 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 
+from normconf.adapter import no_cuda_driver
+
 from .numpy_adapter import NumpyAdapter
 
 
@@ -27,11 +29,16 @@ class CupyAdapter(NumpyAdapter):
         return cupy
 
     def available(self):
-        return super().available() or _no_cuda()
+        return super().available() or no_cuda_driver() or _no_cuda()
 
     def version(self):
         # CuPy ships one wheel per CUDA major (cupy-cuda11x, cupy-cuda12x, ...) or builds as "cupy":
         # report whichever distribution provides the `cupy` package.
+        for dist in ("cupy-cuda12x", "cupy-cuda13x", "cupy-cuda11x", "cupy"):  # cheap: no scan of every package
+            try:
+                return importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                pass
         for dist in importlib.metadata.packages_distributions().get("cupy", []):
             return importlib.metadata.version(dist)
         return None

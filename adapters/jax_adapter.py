@@ -5,7 +5,7 @@ import functools
 
 import numpy as np
 
-from normconf.adapter import Adapter, from_layout, to_layout
+from normconf.adapter import Adapter, from_layout, no_cuda_driver, to_layout
 
 FLAX_BATCHNORM = "https://flax.readthedocs.io/en/latest/api_reference/flax.linen/layers.html#flax.linen.BatchNorm"
 
@@ -139,7 +139,7 @@ class JaxCudaAdapter(JaxAdapter):
     name, device = "jax-cuda", "cuda"
 
     def available(self):
-        return super().available() or _no_gpu()
+        return super().available() or no_cuda_driver() or _no_gpu()
 
 
 @functools.cache

@@ -1,6 +1,8 @@
 """PyTorch on CUDA: the ``torch`` adapter with another device (a subclass, nothing else)."""
 from __future__ import annotations
 
+from normconf.adapter import no_cuda_driver
+
 from .torch_adapter import TorchAdapter
 
 
@@ -10,7 +12,7 @@ class TorchCudaAdapter(TorchAdapter):
     name, device = "torch-cuda", "cuda"
 
     def available(self):
-        reason = super().available()
+        reason = super().available() or no_cuda_driver()
         if reason:
             return reason
         import torch

@@ -92,6 +92,27 @@ class Adapter:
         return f"<adapter {self.name} ({self.framework} on {self.device})>"
 
 
+def no_cuda_driver() -> str | None:
+    """Why this machine cannot have a usable NVIDIA GPU, found without importing any framework, or
+    ``None`` if it might have one (then the adapter asks its framework, which imports it).
+
+    Looks for the driver's device files (``/dev/nvidia0``...) and its library (``libcuda``); an empty
+    ``CUDA_VISIBLE_DEVICES`` hides every GPU, as CUDA itself reads it. Costs about a millisecond, so
+    the report header and ``conformance.json`` list the CUDA adapters' availability on a CPU machine
+    without importing torch, jax or cupy (about 2 s and 1 GB)."""
+    import ctypes.util
+    import glob
+    import os
+
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return f"CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']!r} hides every GPU"
+    if glob.glob("/dev/nvidia[0-9]*") or glob.glob("/dev/dxg"):  # Linux driver, or WSL2's
+        return None
+    if sys.platform == "linux" and ctypes.util.find_library("cuda") is None:
+        return "no NVIDIA driver on this machine (no /dev/nvidia* device, no libcuda)"
+    return None
+
+
 def to_layout(x: np.ndarray, layout: str) -> np.ndarray:
     """A writable copy of the canonical [N, C, *spatial] array, in the memory order of ``layout``."""
     moved = np.moveaxis(x, 1, -1) if layout == "channels_last" else x
