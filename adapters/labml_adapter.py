@@ -29,6 +29,10 @@ class LabmlAdapter(Adapter):
         p = case.params
         if case.op == "instance_norm" and p["track_running_stats"]:
             return f"labml-nn's InstanceNorm keeps no running statistics ({DOC.format('instance_norm')})"
+        if case.shape[0] == 0 and case.op in ("instance_norm", "batch_norm", "group_norm"):
+            # x.view(batch_size, channels_or_groups, -1): -1 is ambiguous with 0 elements
+            return ("labml-nn's InstanceNorm/BatchNorm/GroupNorm call x.view(batch_size, ..., -1), which raises "
+                    "RuntimeError 'cannot reshape tensor of 0 elements' on an empty batch (N = 0)")
         if case.op == "batch_norm" and p["momentum"] is None:
             # exp_mean = (1 - self.momentum) * ...: None raises TypeError (labml has no cumulative average)
             return ("labml-nn BatchNorm has no cumulative average: momentum=None raises TypeError in "

@@ -17,12 +17,15 @@ class Recipe(Adapter):
     framework = "numpy"
     ops: tuple[str, ...] = ()
     affine = False
+    empty_batch: str | None = None  # why the recipe cannot take N = 0, where it cannot
 
     def unsupported(self, case):
         if case.params.get("track_running_stats"):
             return "the recipe keeps no running statistics (PyTorch's track_running_stats)"
         if case.op not in self.ops:
             return f"the recipe implements only {', '.join(self.ops)}"
+        if case.shape[0] == 0 and self.empty_batch:
+            return self.empty_batch
         if len(case.shape) != 4:
             return FOUR_D
         if case.layout != "channels_first":
@@ -45,6 +48,8 @@ class Seed000Numpy(Recipe):
     ops = ("instance_norm",)
     native = {"variance": "biased"}
     unsupported_dtypes = {"bfloat16": "NumPy has no bfloat16 dtype"}
+    empty_batch = ("calc_mean_std calls feat.reshape(n, c, -1), which raises ValueError 'cannot reshape array "
+                   "of size 0' on an empty batch (N = 0)")
 
     def run(self, case, inputs):
         def calc_mean_std(feat, eps=1e-5):
@@ -67,6 +72,8 @@ class Seed000Torch(Recipe):
     requires = ("torch",)
     ops = ("instance_norm",)
     native = {"variance": "unbiased"}
+    empty_batch = ("calc_mean_std calls feat.view(n, c, -1), which raises RuntimeError 'cannot reshape tensor "
+                   "of 0 elements' on an empty batch (N = 0)")
 
     def run(self, case, inputs):
         import torch
@@ -96,6 +103,9 @@ class Seed001Labml(Recipe):
 
     def unsupported(self, case):
         if case.op in self.ops and not case.params.get("track_running_stats"):
+            if case.shape[0] == 0:  # as labml-nn's own InstanceNorm (adapters/labml_adapter.py)
+                return ("labml's InstanceNorm calls x.view(batch_size, channels, -1), which raises RuntimeError "
+                        "'cannot reshape tensor of 0 elements' on an empty batch (N = 0)")
             return Adapter.unsupported(self, case)  # the module takes [batch, channels, *] of any rank and layout
         return super().unsupported(case)
 
@@ -227,6 +237,8 @@ class Seed004CalculateNorm(Recipe):
     requires = ("numpy",)
     ops = ("channel_stats",)
     native = {"method": "per_image_mean", "variance": "biased"}
+    empty_batch = ("calculate_norm averages a Python list of per-image statistics: with no images "
+                   "np.array([]).mean(axis=0) is one NaN scalar, not one value per channel")
     unsupported_dtypes = {"bfloat16": "NumPy has no bfloat16 dtype"}
 
     def run(self, case, inputs):

@@ -36,6 +36,12 @@ class TorchAdapter(Adapter):
             return "F.group_norm raises 'Expected more than 1 value per channel when training' for 1 value per group"
         if case.op == "batch_norm" and case.params["training"] and case.shape[0] * spatial == 1:
             return "nn.BatchNorm raises 'Expected more than 1 value per channel when training'"
+        if (case.op == "instance_norm" and case.shape[0] == 0
+                and (case.params["weight"] is not None or case.params["bias"] is not None)):
+            # F.instance_norm runs batch_norm on a [1, N*C, *] view with weight.repeat(N); ATen's
+            # empty-input path then takes weight[0] of that empty weight
+            return ("F.instance_norm with weight or bias raises IndexError 'select(): index 0 out of range for "
+                    "tensor of size [0]' on an empty batch (N = 0)")
         if case.op == "instance_norm" and case.params["track_running_stats"] and case.params["momentum"] is None:
             # _InstanceNorm passes `self.momentum if self.momentum is not None else 0.0`: the running statistics
             # never move. https://github.com/pytorch/pytorch/blob/main/torch/nn/modules/instancenorm.py

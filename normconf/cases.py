@@ -346,8 +346,10 @@ def _validate(entry: dict, file: str, label: str, from_matrix: bool = False) -> 
         if key not in INPUT_KEYS:
             raise err(f"input.{key}", key, ", ".join(INPUT_KEYS))
     shape = inp.get("shape")
-    if not (isinstance(shape, list) and shape and all(_is_int(d) and d >= 1 for d in shape)):
-        raise err("input.shape", shape, "a list of positive integers [N, C, *spatial]")
+    # N = 0 (an empty batch) is a valid run-time input; every other dim holds at least one value
+    if not (isinstance(shape, list) and shape and all(_is_int(d) and d >= (0 if i == 0 else 1)
+                                                      for i, d in enumerate(shape))):
+        raise err("input.shape", shape, "a list of positive integers [N, C, *spatial] (N may be 0: an empty batch)")
     rank = len(shape)
     if op == "layer_norm":
         if rank < 2:
@@ -366,7 +368,7 @@ def _validate(entry: dict, file: str, label: str, from_matrix: bool = False) -> 
     if data is not None and generator is not None:
         raise err("input", "both data and generator", "one of input.data or input.generator")
     if data is not None:
-        found = _nested_shape(data)
+        found = _nested_shape(data) if data != [] else [0] + list(shape[1:])  # [] is the empty batch
         if found != list(shape):
             raise err("input.data", f"nested list of shape {found}", f"a nested list of shape {list(shape)} (input.shape)")
     else:

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import oracle
 from .adapter import Adapter
-from .cases import Case
+from .cases import Case, CaseError
 from .compare import compare, decimals, default_tolerance, fmt
 from .explain import explain
 from .inputs import generate
@@ -51,7 +51,11 @@ def context(case: Case) -> CaseContext:
     key = (case.file, case.id)
     ctx = _CONTEXTS.get(key)
     if ctx is None or ctx.case is not case and ctx.case.raw != case.raw:
-        inputs = generate(case)
+        try:
+            inputs = generate(case)
+        except CaseError as exc:  # found only when drawing (values that overflow the dtype): every
+            ctx = _CONTEXTS[key] = CaseContext(case, {}, {}, 1.0, {}, problem=str(exc))  # item says so
+            return ctx
         expected = oracle.reference(case, inputs)
         kappa = oracle.condition(case, inputs)
         tolerance = {name: dict(case.tolerance) if case.tolerance else default_tolerance(case.dtype, kappa, name)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cases import Case
+from .cases import Case, CaseError
 
 MANTISSA_BITS = {"float64": 53, "float32": 24, "float16": 11, "bfloat16": 8}
 
@@ -34,6 +34,30 @@ def round_to_dtype(values, dtype: str) -> np.ndarray:
     raise ValueError(f"unknown dtype {dtype!r}")
 
 
+#: The largest finite value of each dtype (a value that rounds beyond it becomes inf).
+LARGEST = {"float64": float(np.finfo(np.float64).max), "float32": float(np.finfo(np.float32).max),
+           "float16": 65504.0, "bfloat16": 3.3895313892515355e38}
+
+
+def _fits(case: Case, key: str, values) -> np.ndarray:
+    """``values`` rounded to the case dtype, or a :class:`CaseError` naming ``key`` when a finite
+    value rounds to inf (a float16 generator with mean 1e5, a literal 1.0e+5 in float16): the
+    author meant numbers, and an infinite input is written as ``.inf`` in ``input.data``. NaN and
+    inf written as such stay. Rounding is monotone, so the largest finite |value| decides."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size and case.dtype != "float64":
+        finite = np.abs(values[np.isfinite(values)])
+        big = float(finite.max()) if finite.size else 0.0
+        with np.errstate(over="ignore"):
+            overflows = bool(np.isinf(round_to_dtype(np.array([big]), case.dtype)[0]))
+        if overflows:
+            raise CaseError(case.file, case.id, key,
+                            f"values up to {big:.6g} in magnitude, which overflow {case.dtype} (rounded to inf)",
+                            f"values within {case.dtype}'s range (|x| <= {LARGEST[case.dtype]:.6g}); "
+                            f"an infinite input is written as .inf in input.data")
+    return round_to_dtype(values, case.dtype)
+
+
 def draw(generator: dict, shape, seed_offset: int = 0) -> np.ndarray:
     """Draw float64 values from a validated ``generator`` mapping."""
     rng = np.random.Generator(np.random.PCG64(generator["seed"] + seed_offset))
@@ -52,11 +76,11 @@ def generate(case: Case) -> dict[str, np.ndarray]:
     shape = case.shape
     running = "running_mean" in case.params  # batch_norm, instance_norm with track_running_stats
     if case.data is not None:
-        steps = [np.asarray(case.data, dtype=np.float64)]
+        steps = [np.asarray(case.data, dtype=np.float64).reshape(shape)]  # data: [] is an empty batch
     else:
         n_steps = case.params.get("steps", 1) if running else 1
         steps = [draw(case.generator, shape, k) for k in range(n_steps)]
-    steps = [round_to_dtype(x, case.dtype) for x in steps]
+    steps = [_fits(case, "input.data" if case.data is not None else "input.generator", x) for x in steps]
     out = {"x": steps[-1]}
     if running:
         out["x_steps"] = steps
@@ -72,11 +96,11 @@ def generate(case: Case) -> dict[str, np.ndarray]:
             value = np.zeros(per_channel) if key == "running_mean" else np.ones(per_channel)
         elif isinstance(value, dict):
             value = draw(value["generator"], per_channel)
-        out[key] = round_to_dtype(value, case.dtype)
+        out[key] = _fits(case, f"params.{key}", value)
     if case.params.get("grad"):
         value = case.params["grad_output"]
         value = draw(value["generator"], shape) if isinstance(value, dict) else value
-        out["grad_output"] = round_to_dtype(value, case.dtype)
+        out["grad_output"] = _fits(case, "params.grad_output", value)
     if case.op == "normalize":
         out["mean"] = np.asarray(case.params["mean"], dtype=np.float64)
         out["std"] = np.asarray(case.params["std"], dtype=np.float64)

@@ -34,12 +34,16 @@ def _moments(x: np.ndarray, axes, ddof: int):
     x = np.asarray(x, dtype=np.float64)
     axes = tuple(axes)
     n = int(np.prod([x.shape[a] for a in axes]))
-    mean = x.sum(axis=axes, keepdims=True) / n
-    residual = (x - mean).sum(axis=axes, keepdims=True) / n
-    dev = (x - mean) - residual
-    mean = mean + residual
+    # NaN/inf inputs and n = 0 (an empty batch) give what the math gives, quietly: a NaN makes its
+    # slice's statistics NaN, an inf makes the mean inf and the variance NaN (inf - inf), and the
+    # statistics of zero values are 0/0 = NaN
     with np.errstate(divide="ignore", invalid="ignore"):
-        var = (dev * dev).sum(axis=axes, keepdims=True) / np.float64(n - ddof)
+        mean = x.sum(axis=axes, keepdims=True) / np.float64(n)
+        residual = (x - mean).sum(axis=axes, keepdims=True) / np.float64(n)
+        residual = np.where(np.isfinite(mean), residual, 0.0)  # an inf mean stays inf (not inf + NaN)
+        dev = (x - mean) - residual
+        mean = mean + residual
+        var = (dev * dev).sum(axis=axes, keepdims=True) / (np.float64(n - ddof) if n > ddof else np.nan)
     return mean, dev, var
 
 
@@ -91,10 +95,11 @@ def _channel(v: np.ndarray, rank: int) -> np.ndarray:
 
 
 def _affine(y, inputs, shape_for):
-    if "weight" in inputs:
-        y = y * shape_for(inputs["weight"])
-    if "bias" in inputs:
-        y = y + shape_for(inputs["bias"])
+    with np.errstate(invalid="ignore"):  # a non-finite weight or bias: 0 * inf and inf - inf are NaN
+        if "weight" in inputs:
+            y = y * shape_for(inputs["weight"])
+        if "bias" in inputs:
+            y = y + shape_for(inputs["bias"])
     return y
 
 
@@ -134,8 +139,9 @@ def running_stats(case: Case, inputs: dict, axes) -> dict:
     for k, xk in enumerate(inputs["x_steps"], start=1):
         mean, var = mean_var(xk, axes, DDOF[p["running_variance"]])
         m = 1.0 / k if p["momentum"] is None else p["momentum"]
-        running_mean = (1 - m) * running_mean + m * mean.mean(axis=0).reshape(-1)
-        running_var = (1 - m) * running_var + m * var.mean(axis=0).reshape(-1)
+        with np.errstate(divide="ignore", invalid="ignore"):  # N = 0: NaN statistics
+            running_mean = (1 - m) * running_mean + m * _mean0(mean).reshape(-1)
+            running_var = (1 - m) * running_var + m * _mean0(var).reshape(-1)
     return {"running_mean": running_mean, "running_var": running_var}
 
 
@@ -176,7 +182,8 @@ def batch_norm(case: Case, inputs: dict) -> dict:
     else:  # running statistics, constants: the given ones, or those after training (eval_after)
         stats = running or inputs
         sigma = np.sqrt(shape_for(stats["running_var"]) + p["eps"])
-        yhat, backward = (x - shape_for(stats["running_mean"])) / sigma, lambda h: h / sigma
+        with np.errstate(invalid="ignore"):  # inf - inf, inf / inf: NaN
+            yhat, backward = (x - shape_for(stats["running_mean"])) / sigma, lambda h: h / sigma
     return {**_outputs(case, inputs, yhat, backward, shape_for), **running}
 
 
@@ -194,7 +201,13 @@ def channel_stats(case: Case, inputs: dict) -> dict:
         return {"mean": mean.reshape(-1), "std": np.sqrt(var).reshape(-1)}
     # per_image_mean: each image's own mean and std per channel, then their mean over images
     mean, var = mean_var(x, tuple(range(2, x.ndim)), ddof)
-    return {"mean": mean.reshape(x.shape[:2]).mean(axis=0), "std": np.sqrt(var).reshape(x.shape[:2]).mean(axis=0)}
+    with np.errstate(divide="ignore", invalid="ignore"):  # N = 0: the mean over zero images is 0/0 = NaN
+        return {"mean": _mean0(mean.reshape(x.shape[:2])), "std": _mean0(np.sqrt(var).reshape(x.shape[:2]))}
+
+
+def _mean0(v: np.ndarray) -> np.ndarray:
+    """The mean over axis 0, NaN (0/0) over zero rows without np.mean's empty-slice warning."""
+    return v.sum(axis=0) / np.float64(v.shape[0])
 
 
 OPS = {"instance_norm": instance_norm, "group_norm": group_norm, "layer_norm": layer_norm,

@@ -190,9 +190,26 @@ def write_json(doc: dict, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".conformance-", suffix=".json")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(doc, fh, indent=1, default=_json_default, allow_nan=False)
+        json.dump(_json_safe(doc), fh, indent=1, default=_json_default, allow_nan=False)
     os.replace(tmp, path)
     return path
+
+
+def _json_safe(value):
+    """``value`` with every NaN and infinity as the string 'nan', 'inf' or '-inf', as the metrics
+    store them: JSON has no such numbers, and NaN/inf inputs and parameters put them in params,
+    input summaries and explanations."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _json_safe(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return "nan" if value != value else ("inf" if value > 0 else "-inf")
+    return value
 
 
 def _json_default(value):
@@ -212,10 +229,12 @@ def case_summary(case, ctx=None) -> dict:
            "layout": case.layout, "params": params, "tags": list(case.tags),
            "description": case.description, "source": case.source,
            "input": {"data": "literal"} if case.data is not None else {"generator": case.generator}}
-    if ctx is not None:
+    if ctx is not None and "x" in ctx.inputs:  # no inputs: a case error found while drawing them
         x = ctx.inputs["x"]
-        out["input"].update(min=float(np.min(x)), max=float(np.max(x)), mean=float(np.mean(x)),
-                            std=float(np.std(x)), condition=ctx.condition)
+        if x.size:  # an empty batch (N = 0) has no values to summarize
+            out["input"].update(min=float(np.min(x)), max=float(np.max(x)), mean=float(np.mean(x)),
+                                std=float(np.std(x)))
+        out["input"].update(condition=ctx.condition, nonfinite=int(x.size - np.isfinite(x).sum()))
         out["tolerance"] = ctx.tolerance
     return out
 

@@ -33,7 +33,10 @@ from normconf.explain import explain, explain_pair
 from normconf.inputs import round_to_dtype
 
 ROOT = Path(__file__).resolve().parents[1]
-CASES = [c for c in load_paths([ROOT / "cases"])[0] if c.data is None and np.prod(c.shape) <= 20000]
+# bad_input cases (NaN/inf parameters, empty batches, float16 overflow) hide planted faults in
+# NaN, empty or overflowed outputs by design: tests/test_bad_input.py checks their explanations
+CASES = [c for c in load_paths([ROOT / "cases"])[0]
+         if c.data is None and np.prod(c.shape) <= 20000 and "bad_input" not in c.tags]
 STAT_OPS = ("instance_norm", "layer_norm", "group_norm", "batch_norm")
 OTHER = {"biased": "unbiased", "unbiased": "biased"}
 # Correct-cause rates the planted faults must reach. Measured (the table): 975/980 = 99.5% on single
