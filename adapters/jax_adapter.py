@@ -5,7 +5,7 @@ import functools
 
 import numpy as np
 
-from normconf.adapter import Adapter, from_layout, no_cuda_driver, to_layout
+from normconf.adapter import Adapter, from_layout, host_dtype, host_output, no_cuda_driver, to_layout
 
 FLAX_BATCHNORM = "https://flax.readthedocs.io/en/latest/api_reference/flax.linen/layers.html#flax.linen.BatchNorm"
 
@@ -44,7 +44,7 @@ class JaxAdapter(Adapter):
         jax.config.update("jax_enable_x64", True)
         with jax.default_device(jax.devices("gpu" if self.device == "cuda" else self.device)[0]):
             out = self._run(case, inputs)
-        out = {k: np.asarray(v).astype(np.float64) for k, v in out.items()}
+        out = {k: host_output(v) for k, v in out.items()}
         for k in ("y", "grad_x"):
             if k in out:
                 out[k] = from_layout(out[k], case.layout)
@@ -59,7 +59,7 @@ class JaxAdapter(Adapter):
         # Params and batch_stats at Flax's float32 default (float64 for float64 users); Flax also computes
         # the statistics of half inputs in float32 (force_float32_reductions): https://github.com/google/flax/issues/612
         pdt = jnp.promote_types(dt, jnp.float32)
-        x = jnp.asarray(to_layout(inputs["x"], layout), dt)  # the layout's memory order, channels at cax
+        x = jnp.asarray(to_layout(inputs["x"], layout, host_dtype(case.dtype)), dt)  # the layout's memory order, channels at cax
         cax = x.ndim - 1 if layout == "channels_last" else 1
         if case.op == "normalize":  # mean/std in the image's dtype, as torchvision's Normalize does
             mean, std = (jnp.asarray(inputs[k], dt).reshape([-1 if a == cax else 1 for a in range(x.ndim)])

@@ -5,7 +5,9 @@ import math
 
 import numpy as np
 
-from normconf.adapter import Adapter, to_layout
+from normconf.adapter import Adapter
+
+from .torch_adapter import host_tensor, to_numpy
 
 DOC = "https://nn.labml.ai/normalization/{}/index.html"  # the annotated source of each module
 
@@ -68,7 +70,7 @@ class LabmlAdapter(Adapter):
 
         def tensor(v):
             """The canonical array as a tensor whose memory follows the case layout (NHWC seen as NCHW)."""
-            t = torch.tensor(to_layout(np.asarray(v), case.layout)).to(dtype)
+            t = host_tensor(v, case, layout=True)
             return t.movedim(-1, 1) if case.layout == "channels_last" else t
 
         def param(v):
@@ -109,4 +111,4 @@ class LabmlAdapter(Adapter):
             out["y"].backward(tensor(inputs["grad_output"]))
             leaves = {"grad_x": x, "grad_weight": scale, "grad_bias": shift}
             out.update({name: leaves[name].grad for name in case.gradients})
-        return {k: v.detach().to(torch.float64).numpy() for k, v in out.items()}
+        return {k: to_numpy(v) for k, v in out.items()}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from normconf.adapter import Adapter, from_layout, to_layout
+from normconf.adapter import Adapter, from_layout, host_dtype, to_layout
 
 DDOF = {"biased": 0, "unbiased": 1}
 
@@ -34,7 +34,7 @@ class NumpyAdapter(Adapter):
     def run(self, case, inputs):
         xp, p, dt = self.xp, case.params, np.dtype(case.dtype)
         # Work in the layout's own memory order: the channel axis is 1 or -1.
-        x = xp.asarray(to_layout(inputs["x"], case.layout), dtype=dt)
+        x = xp.asarray(to_layout(inputs["x"], case.layout, host_dtype(case.dtype)), dtype=dt)
         cax = 1 if case.layout == "channels_first" else x.ndim - 1
         spatial = tuple(a for a in range(1, x.ndim) if a != cax)
         per_channel = lambda v: xp.asarray(v, dt).reshape([-1 if a == cax else 1 for a in range(x.ndim)])  # noqa: E731

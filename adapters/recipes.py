@@ -6,7 +6,9 @@ import importlib.util
 
 import numpy as np
 
-from normconf.adapter import Adapter, to_layout
+from normconf.adapter import Adapter
+
+from .torch_adapter import host_tensor, to_numpy
 
 FOUR_D = "the recipe unpacks n, c, h, w = feat.shape: [N, C, H, W] input only"
 
@@ -85,9 +87,9 @@ class Seed000Torch(Recipe):
             feat_mean = feat.view(n, c, -1).mean(dim=2).view(n, c, 1, 1)
             return feat_mean, feat_std
 
-        X = torch.tensor(inputs["x"]).to(getattr(torch, case.dtype))
+        X = host_tensor(inputs["x"], case)
         feat_mean, feat_std = calc_mean_std(X, eps=case.params["eps"])
-        return {"y": ((X - feat_mean) / feat_std).to(torch.float64).numpy()}
+        return {"y": to_numpy((X - feat_mean) / feat_std)}
 
 
 class Seed001Labml(Recipe):
@@ -120,9 +122,9 @@ class Seed001Labml(Recipe):
                 norm.scale.copy_(torch.tensor(inputs["weight"]))
             if "bias" in inputs:
                 norm.shift.copy_(torch.tensor(inputs["bias"]))
-            x = torch.tensor(to_layout(inputs["x"], case.layout)).to(getattr(torch, case.dtype))
+            x = host_tensor(inputs["x"], case, layout=True)
             y = norm(x.movedim(-1, 1) if case.layout == "channels_last" else x)  # NHWC memory seen as NCHW
-        return {"y": y.to(torch.float64).numpy()}
+        return {"y": to_numpy(y)}
 
 
 def _labml_instance_norm():
@@ -177,7 +179,7 @@ class Seed002EinopsTorch(Recipe):
         import torch
         from einops import rearrange
 
-        x = torch.tensor(inputs["x"]).to(getattr(torch, case.dtype))
+        x = host_tensor(inputs["x"], case)
         b, c, h, w = x.shape
         if case.op == "instance_norm":
             x_ = rearrange(x, "b c h w -> b c (h w)")
@@ -196,7 +198,7 @@ class Seed002EinopsTorch(Recipe):
             std = rearrange(x_.std(dim=2), "b g -> b g 1")
             y_ = (x_ - mean) / std
             y_ = rearrange(y_, "b g (n h w) -> b (g n) h w", g=group_num, h=h, w=w)
-        return {"y": y_.to(torch.float64).numpy()}
+        return {"y": to_numpy(y_)}
 
 
 class Seed002EinopsNumpy(Recipe):

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from normconf.adapter import Adapter, from_layout, to_layout
+from normconf.adapter import Adapter, from_layout, host_dtype, host_output, to_layout
 
 
 class TensorflowAdapter(Adapter):
@@ -53,7 +53,7 @@ class TensorflowAdapter(Adapter):
         import tensorflow as tf
 
         cast = lambda v: tf.cast(tf.constant(np.asarray(v)), case.dtype)  # noqa: E731  (exact: values are of dt)
-        x = cast(to_layout(inputs["x"], case.layout))
+        x = cast(to_layout(inputs["x"], case.layout, host_dtype(case.dtype)))
         with tf.GradientTape() as tape:  # watches the layer's trainable gamma and beta by itself
             tape.watch(x)
             out, layer, unarrange = self._forward(case, inputs, x, cast)
@@ -63,7 +63,7 @@ class TensorflowAdapter(Adapter):
             grads = tape.gradient(out["y"], [sources[n] for n in names],
                                   output_gradients=cast(to_layout(inputs["grad_output"], case.layout)))
             out.update(zip(names, grads))
-        out = {k: tf.cast(v, tf.float64).numpy() for k, v in out.items()}
+        out = {k: host_output(v.numpy() if v.dtype != tf.bfloat16 else tf.cast(v, tf.float64).numpy()) for k, v in out.items()}
         for k in ("y", "grad_x"):
             if k in out:
                 out[k] = from_layout(out[k], case.layout)

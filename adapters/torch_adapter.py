@@ -5,7 +5,7 @@ import importlib.util
 
 import numpy as np
 
-from normconf.adapter import Adapter, to_layout
+from normconf.adapter import Adapter, host_dtype, to_layout
 
 UNBIASED = {"biased": False, "unbiased": True}
 
@@ -57,7 +57,7 @@ class TorchAdapter(Adapter):
         """The canonical array as a torch tensor whose memory follows the case layout."""
         import torch
 
-        t = torch.from_numpy(to_layout(np.asarray(x), case.layout)).to(self.device, getattr(torch, case.dtype))
+        t = torch.from_numpy(to_layout(np.asarray(x), case.layout, host_dtype(case.dtype))).to(self.device, getattr(torch, case.dtype))
         # channels_last: NHWC memory seen as NCHW (for 4D/5D this is torch.channels_last[_3d])
         return t.movedim(-1, 1) if case.layout == "channels_last" else t
 
@@ -101,7 +101,7 @@ class TorchAdapter(Adapter):
         if grad:
             out["y"].backward(self.tensor(inputs["grad_output"], case))
             out.update({name: leaves[name.removeprefix("grad_")].grad for name in case.gradients})
-        return {k: v.detach().to("cpu", torch.float64).numpy() for k, v in out.items()}
+        return {k: to_numpy(v) for k, v in out.items()}
 
     @staticmethod
     def _layer_norm(x, axes, w, b, eps):
@@ -144,3 +144,19 @@ class TorchAdapter(Adapter):
             out.update(running_mean=norm.running_mean, running_var=norm.running_var)
         return out, {"x": x, "weight": norm.weight, "bias": norm.bias}
 
+
+def host_tensor(v, case, layout: bool = False):
+    """A case array (float64 values of the case dtype) as a CPU tensor of the case dtype, copied once
+    in that dtype (``layout=True``: in the case layout's memory order, as :func:`to_layout`)."""
+    import torch
+
+    v = np.asarray(v)
+    host = to_layout(v, case.layout, host_dtype(case.dtype)) if layout else v.astype(host_dtype(case.dtype))
+    return torch.from_numpy(host).to(getattr(torch, case.dtype))
+
+
+def to_numpy(t) -> np.ndarray:
+    """A tensor as NumPy in its own dtype; bfloat16 (which NumPy lacks) as float64, exactly."""
+    import torch
+
+    return t.detach().to("cpu", torch.float64 if t.dtype == torch.bfloat16 else t.dtype).numpy()

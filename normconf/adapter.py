@@ -113,10 +113,25 @@ def no_cuda_driver() -> str | None:
     return None
 
 
-def to_layout(x: np.ndarray, layout: str) -> np.ndarray:
-    """A writable copy of the canonical [N, C, *spatial] array, in the memory order of ``layout``."""
+def to_layout(x: np.ndarray, layout: str, dtype=None) -> np.ndarray:
+    """A writable copy of the canonical [N, C, *spatial] array, in the memory order of ``layout``;
+    with ``dtype`` (see :func:`host_dtype`) the copy is made in that dtype: one copy of a large input
+    in the case's dtype instead of a float64 one and then another."""
     moved = np.moveaxis(x, 1, -1) if layout == "channels_last" else x
-    return np.array(moved, order="C", copy=True)
+    return np.array(moved, dtype=dtype, order="C", copy=True)
+
+
+def host_dtype(dtype: str) -> np.dtype:
+    """The NumPy dtype that holds a case's values exactly on the way into a framework: the case dtype
+    itself, float32 for bfloat16 (NumPy has none; every bfloat16 value is a float32 value)."""
+    return np.dtype("float32" if dtype == "bfloat16" else dtype)
+
+
+def host_output(value: np.ndarray) -> np.ndarray:
+    """A framework's output as NumPy in its own dtype (float16/32/64), float64 for bfloat16 (ml_dtypes'
+    bfloat16 has no NumPy arithmetic): a large float32 output is not doubled by a float64 copy."""
+    value = np.asarray(value)
+    return value if value.dtype in (np.float16, np.float32, np.float64) else value.astype(np.float64)
 
 
 def from_layout(y: np.ndarray, layout: str) -> np.ndarray:

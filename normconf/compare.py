@@ -90,10 +90,11 @@ def ulp(values: np.ndarray, dtype: str) -> np.ndarray:
     """The spacing of ``dtype`` at each of ``values`` (subnormal spacing below the normal range)."""
     p, emin = FORMATS[dtype]
     mag = np.abs(np.asarray(values, dtype=np.float64))
-    with np.errstate(divide="ignore"):
-        exp = np.floor(np.log2(np.where(mag > 0, mag, 1.0)))
-    exp = np.maximum(np.where(mag > 0, exp, emin), emin)
-    return np.ldexp(1.0, (exp - (p - 1)).astype(np.int64))
+    _, exp = np.frexp(mag)  # mag = m * 2**exp with 0.5 <= m < 1: floor(log2(mag)) = exp - 1, exactly
+    exp = np.maximum(np.where(mag > 0, exp - 1, emin), emin) - (p - 1)
+    if exp.size and exp.min() >= -1022:  # a normal float64 power of two: build its bits (4x ldexp's speed)
+        return ((exp.astype(np.int64) + 1023) << 52).view(np.float64)
+    return np.ldexp(1.0, exp)
 
 
 def compare(expected, actual, dtype: str, atol: float, rtol: float, scale: str | None = None) -> dict:
@@ -104,42 +105,87 @@ def compare(expected, actual, dtype: str, atol: float, rtol: float, scale: str |
     ``scale="max"``: atol is in units of the largest |expected| (gradients, see
     :func:`default_tolerance`); the metrics report the atol it amounts to.
     """
-    e = np.asarray(expected, dtype=np.float64)
-    a = np.asarray(actual, dtype=np.float64)
-    if e.shape != a.shape:
-        raise ValueError(f"shape {list(a.shape)} where {list(e.shape)} was expected")
-    atol, rtol = absolute(e, atol, rtol, scale)
-    both_nan = np.isnan(e) & np.isnan(a)
-    same_inf = np.isinf(e) & (e == a)
-    special = both_nan | same_inf
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        diff = np.where(special, 0.0, np.abs(a - e))
-        diff = np.where(np.isnan(diff), np.inf, diff)  # NaN against a number, inf against another
-        allowed = atol + rtol * np.where(np.isfinite(e), np.abs(e), 0.0)
-        ratio = np.where(allowed > 0, diff / allowed, np.where(diff > 0, np.inf, 0.0))
-        finite = np.isfinite(e) & (np.abs(e) > 0)
-        rel = np.where(finite, diff / np.where(finite, np.abs(e), 1.0), np.where(diff > 0, np.inf, 0.0))
-        ulps = diff / ulp(np.where(np.isfinite(e), e, 0.0), dtype)
-    bad = diff > allowed
-    if e.size:
-        worst = np.unravel_index(int(np.argmax(np.where(np.isnan(ratio), np.inf, ratio))), e.shape)
+    e_all, a_all = np.asarray(expected), np.asarray(actual)
+    if e_all.shape != a_all.shape:
+        raise ValueError(f"shape {list(a_all.shape)} where {list(e_all.shape)} was expected")
+    if scale is not None:
+        atol, rtol = absolute(_largest_finite(e_all), atol, rtol, scale)
+    atol, rtol = float(atol), float(rtol)
+    e_flat, a_flat = e_all.reshape(-1), a_all.reshape(-1)
+    acc = {"max_abs": 0.0, "max_rel": 0.0, "max_ulp": 0.0, "ratio": -1.0, "worst": 0, "bad": 0,
+           "nan_expected": 0, "nan_actual": 0}
+    # in slices of CHUNK elements: a 1 GiB output needs a few dozen MB of temporaries, not ten copies
+    for lo in range(0, e_flat.size, CHUNK):
+        e = np.asarray(e_flat[lo:lo + CHUNK], dtype=np.float64)
+        a = np.asarray(a_flat[lo:lo + CHUNK], dtype=np.float64)
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            diff = np.abs(a - e)
+            magnitude = np.abs(e)
+            if atol > 0 and np.isfinite(diff).all() and magnitude.min() > 0:
+                # every element finite on both sides, no zero expected (the usual slice): the same
+                # numbers as below without the masks, a third of the time on a 1 GiB output
+                allowed = atol + rtol * magnitude
+                ratio, rel = diff / allowed, diff / magnitude
+                ulps = diff / ulp(e, dtype)
+            else:
+                diff, allowed, ratio, rel, ulps = _masked(e, a, diff, atol, rtol, dtype)
+        at = int(np.argmax(ratio))
+        if ratio[at] > acc["ratio"]:  # the first element furthest out of tolerance, in flat order
+            acc["ratio"], acc["worst"] = float(ratio[at]), lo + at
+        acc["max_abs"] = max(acc["max_abs"], float(diff.max()))
+        acc["max_rel"] = max(acc["max_rel"], float(rel.max()))
+        acc["max_ulp"] = max(acc["max_ulp"], float(ulps.max()))
+        acc["bad"] += int((diff > allowed).sum())
+        acc["nan_expected"] += int(np.isnan(e).sum())
+        acc["nan_actual"] += int(np.isnan(a).sum())
+    if e_flat.size:
+        worst = np.unravel_index(acc["worst"], e_all.shape)
+        at_worst = {"expected_at_worst": _num(e_all[worst]), "actual_at_worst": _num(a_all[worst])}
     else:
-        worst = ()
+        worst, at_worst = (), {"expected_at_worst": None, "actual_at_worst": None}
     return {
-        "max_abs": _num(diff.max()) if e.size else 0.0,
-        "max_rel": _num(rel.max()) if e.size else 0.0,
-        "max_ulp": _num(ulps.max()) if e.size else 0.0,
+        "max_abs": _num(acc["max_abs"]),
+        "max_rel": _num(acc["max_rel"]),
+        "max_ulp": _num(acc["max_ulp"]),
         "worst_index": [int(i) for i in worst],
-        "expected_at_worst": _num(e[worst]) if e.size else None,
-        "actual_at_worst": _num(a[worst]) if e.size else None,
-        "ratio": _num(ratio.max()) if e.size else 0.0,
-        "bad": int(bad.sum()),
-        "nan_expected": int(np.isnan(e).sum()),
-        "nan_actual": int(np.isnan(a).sum()),
-        "atol": float(atol),
-        "rtol": float(rtol),
-        "ok": not bool(bad.any()),
+        **at_worst,
+        "ratio": _num(max(acc["ratio"], 0.0)),
+        "bad": acc["bad"],
+        "nan_expected": acc["nan_expected"],
+        "nan_actual": acc["nan_actual"],
+        "atol": atol,
+        "rtol": rtol,
+        "ok": acc["bad"] == 0,
     }
+
+
+def _masked(e, a, diff, atol: float, rtol: float, dtype: str):
+    """diff, allowed, ratio, rel, ulps of a slice with NaN, inf or zeros: NaN meets NaN and inf the
+    same inf (distance 0); NaN against a number, or inf against another value, is infinitely far."""
+    special = (np.isnan(e) & np.isnan(a)) | (np.isinf(e) & (e == a))
+    diff = np.where(special, 0.0, diff)
+    diff = np.where(np.isnan(diff), np.inf, diff)
+    allowed = atol + rtol * np.where(np.isfinite(e), np.abs(e), 0.0)
+    ratio = np.where(allowed > 0, diff / allowed, np.where(diff > 0, np.inf, 0.0))
+    finite = np.isfinite(e) & (np.abs(e) > 0)
+    rel = np.where(finite, diff / np.where(finite, np.abs(e), 1.0), np.where(diff > 0, np.inf, 0.0))
+    ulps = diff / ulp(np.where(np.isfinite(e), e, 0.0), dtype)
+    return diff, allowed, np.where(np.isnan(ratio), np.inf, ratio), rel, ulps
+
+
+#: Elements compared at a time (4 MB of float64 per temporary).
+CHUNK = 1 << 19
+
+
+def _largest_finite(values: np.ndarray) -> np.ndarray:
+    """``[max |finite value|]`` (or ``[]``), in slices: what :func:`absolute` needs of a large output."""
+    flat, most = values.reshape(-1), None
+    for lo in range(0, flat.size, CHUNK):
+        e = np.abs(np.asarray(flat[lo:lo + CHUNK], dtype=np.float64))
+        e = e[np.isfinite(e)]
+        if e.size:
+            most = e.max() if most is None else max(most, e.max())
+    return np.array([] if most is None else [most])
 
 
 def _num(value) -> float | str:

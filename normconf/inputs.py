@@ -17,9 +17,26 @@ from .cases import Case, CaseError
 MANTISSA_BITS = {"float64": 53, "float32": 24, "float16": 11, "bfloat16": 8}
 
 
-def round_to_dtype(values, dtype: str) -> np.ndarray:
-    """Round float64 values to the nearest value of ``dtype`` (ties to even), kept as float64."""
+#: Elements rounded at a time: a 2 GiB float64 draw is rounded in place with 4 MB temporaries.
+CHUNK = 1 << 19
+
+
+def round_to_dtype(values, dtype: str, inplace: bool = False) -> np.ndarray:
+    """Round float64 values to the nearest value of ``dtype`` (ties to even), kept as float64;
+    ``inplace=True`` overwrites ``values`` (a C-contiguous float64 array) instead of copying it."""
     values = np.asarray(values, dtype=np.float64)
+    if dtype == "float64":
+        return values if inplace else values.copy()
+    if inplace and not values.flags.c_contiguous:
+        raise ValueError("round_to_dtype(inplace=True) needs a C-contiguous float64 array")
+    out = values if inplace else np.empty(values.shape)
+    flat_in, flat_out = values.reshape(-1), out.reshape(-1)
+    for lo in range(0, flat_in.size, CHUNK):
+        flat_out[lo:lo + CHUNK] = _round(flat_in[lo:lo + CHUNK], dtype)
+    return out
+
+
+def _round(values: np.ndarray, dtype: str) -> np.ndarray:
     if dtype in ("float64", "float32", "float16"):
         return values.astype(dtype).astype(np.float64)
     if dtype == "bfloat16":
@@ -39,15 +56,18 @@ LARGEST = {"float64": float(np.finfo(np.float64).max), "float32": float(np.finfo
            "float16": 65504.0, "bfloat16": 3.3895313892515355e38}
 
 
-def _fits(case: Case, key: str, values) -> np.ndarray:
+def _fits(case: Case, key: str, values, inplace: bool = False) -> np.ndarray:
     """``values`` rounded to the case dtype, or a :class:`CaseError` naming ``key`` when a finite
     value rounds to inf (a float16 generator with mean 1e5, a literal 1.0e+5 in float16): the
     author meant numbers, and an infinite input is written as ``.inf`` in ``input.data``. NaN and
     inf written as such stay. Rounding is monotone, so the largest finite |value| decides."""
     values = np.asarray(values, dtype=np.float64)
     if values.size and case.dtype != "float64":
-        finite = np.abs(values[np.isfinite(values)])
-        big = float(finite.max()) if finite.size else 0.0
+        if values.size <= CHUNK:
+            finite = np.abs(values[np.isfinite(values)])
+            big = float(finite.max()) if finite.size else 0.0
+        else:  # a large draw (finite by construction): min and max copy nothing
+            big = max(-float(values.min()), float(values.max()))
         with np.errstate(over="ignore"):
             overflows = bool(np.isinf(round_to_dtype(np.array([big]), case.dtype)[0]))
         if overflows:
@@ -55,7 +75,7 @@ def _fits(case: Case, key: str, values) -> np.ndarray:
                             f"values up to {big:.6g} in magnitude, which overflow {case.dtype} (rounded to inf)",
                             f"values within {case.dtype}'s range (|x| <= {LARGEST[case.dtype]:.6g}); "
                             f"an infinite input is written as .inf in input.data")
-    return round_to_dtype(values, case.dtype)
+    return round_to_dtype(values, case.dtype, inplace=inplace)
 
 
 def draw(generator: dict, shape, seed_offset: int = 0) -> np.ndarray:
@@ -79,8 +99,8 @@ def generate(case: Case) -> dict[str, np.ndarray]:
         steps = [np.asarray(case.data, dtype=np.float64).reshape(shape)]  # data: [] is an empty batch
     else:
         n_steps = case.params.get("steps", 1) if running else 1
-        steps = [draw(case.generator, shape, k) for k in range(n_steps)]
-    steps = [_fits(case, "input.data" if case.data is not None else "input.generator", x) for x in steps]
+        steps = [_fits(case, "input.generator", draw(case.generator, shape, k), inplace=True) for k in range(n_steps)]
+    steps = [_fits(case, "input.data", x) if case.data is not None else x for x in steps]
     out = {"x": steps[-1]}
     if running:
         out["x_steps"] = steps

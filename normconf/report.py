@@ -23,8 +23,14 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=,@-]+", "_", text)
 
 
+#: Outputs with more elements than this are stored (for the pairwise matrices) as an evenly strided
+#: sample of about this many elements: 8 MB per output instead of 2 GB for a 1 GiB float32 tensor.
+#: Each adapter's distance to the oracle in ``results`` is always over every element.
+SAMPLE = 1 << 20
+
+
 class ArrayStore:
-    """Outputs of each (case, adapter) as .npz files under ``root``."""
+    """Outputs of each (case, adapter) as .npz files under ``root``; large outputs as a sample."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -38,16 +44,29 @@ class ArrayStore:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
+        stored = {}
+        for k, v in arrays.items():
+            v = np.asarray(v)
+            if v.size > SAMPLE:  # the same elements for every adapter: flat indices 0, step, 2 step...
+                step = -(-v.size // SAMPLE)
+                stored[k] = np.asarray(v.reshape(-1)[::step], dtype=np.float64)
+                stored[SAMPLED + k] = np.array([step, v.size])
+            else:
+                stored[k] = np.asarray(v, dtype=np.float64)
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **{k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()})
+            np.savez(fh, **stored)
         os.replace(tmp, path)
 
     def load(self, case_key: str, label: str) -> dict | None:
+        """``{name: array}``; a sampled output also has ``SAMPLED + name``: ``[step, size]``."""
         path = self.path(case_key, label)
         if not path.exists():
             return None
         with np.load(path) as data:
             return {k: data[k] for k in data.files}
+
+
+SAMPLED = "sampled:"
 
 
 def pairwise(arrays: dict[str, dict]) -> dict:
@@ -56,7 +75,7 @@ def pairwise(arrays: dict[str, dict]) -> dict:
     ``max_abs`` is the largest over the outputs both sides have; NaN where they share none, or where
     one side has NaN where the other has a number."""
     labels = list(arrays)
-    names = sorted({n for a in arrays.values() for n in a})
+    names = sorted({n for a in arrays.values() for n in a if not n.startswith(SAMPLED)})
     by_output = {}
     for name in names:
         grid = [[None] * len(labels) for _ in labels]
@@ -70,7 +89,12 @@ def pairwise(arrays: dict[str, dict]) -> dict:
         for j in range(len(labels)):
             vals = [by_output[n][i][j] for n in names if by_output[n][i][j] is not None]
             overall[i][j] = _worst(vals) if vals else None
-    return {"labels": labels, "max_abs": overall, "by_output": by_output}
+    out = {"labels": labels, "max_abs": overall, "by_output": by_output}
+    sampled = {n[len(SAMPLED):]: {"every": int(v[0]), "of": int(v[1])}
+               for a in arrays.values() for n, v in a.items() if n.startswith(SAMPLED)}
+    if sampled:  # large outputs: the cells are over a strided sample (the oracle's row is exact, see build)
+        out["sampled"] = dict(sorted(sampled.items()))
+    return out
 
 
 def pair_explanations(matrix: dict, results: list[dict]) -> list[dict]:
@@ -166,8 +190,10 @@ def build(results: list[dict], env: dict, store: ArrayStore | None, cases: dict)
     matrices = {}
     if store is not None:
         by_case: dict[str, list[str]] = {}
+        results_of: dict[str, list[dict]] = {}
         for r in results:
             by_case.setdefault(r["case"], [])
+            results_of.setdefault(r["case"], []).append(r)
             if r.get("has_arrays"):
                 by_case[r["case"]].append(r["adapter"])
         for key, adapters in by_case.items():
@@ -179,9 +205,27 @@ def build(results: list[dict], env: dict, store: ArrayStore | None, cases: dict)
                 if got is not None:
                     arrays[name] = got
             matrices[key] = pairwise(arrays)
-            matrices[key]["pairs"] = pair_explanations(matrices[key], [r for r in results if r["case"] == key])
+            if "sampled" in matrices[key]:
+                _exact_oracle_row(matrices[key], results_of[key])
+            matrices[key]["pairs"] = pair_explanations(matrices[key], results_of[key])
     return {"schema_version": SCHEMA_VERSION, "environment": env, "results": results,
             "matrices": matrices, "cases": cases}
+
+
+def _exact_oracle_row(matrix: dict, results: list[dict]) -> None:
+    """Replace the oracle's row and column of a sampled matrix with each adapter's ``max_abs`` over
+    every element (from its result), so only adapter-to-adapter cells are sample estimates."""
+    labels = matrix["labels"]
+    for r in results:
+        if r["adapter"] not in labels or "defaults" in r:  # framework_defaults: judged against another oracle
+            continue
+        j = labels.index(r["adapter"])
+        for name, grid in matrix["by_output"].items():
+            if name in r["outputs"] and grid[0][j] is not None:
+                grid[0][j] = grid[j][0] = r["outputs"][name]["max_abs"]
+        vals = [g[0][j] for g in matrix["by_output"].values() if g[0][j] is not None]
+        if vals:
+            matrix["max_abs"][0][j] = matrix["max_abs"][j][0] = _worst(vals)
 
 
 def write_json(doc: dict, path: str | Path) -> Path:
