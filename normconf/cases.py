@@ -19,6 +19,7 @@ what is allowed; one bad case never stops the others from loading.
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import math
 import re
@@ -110,7 +111,7 @@ class Case:
 
     @property
     def stem(self) -> str:
-        return Path(self.file).stem
+        return _stem(self.file)
 
     @property
     def key(self) -> str:
@@ -559,3 +560,9 @@ def _flat(value):
             yield from _flat(v)
     else:
         yield value
+
+
+@functools.lru_cache(maxsize=None)
+def _stem(file: str) -> str:
+    """``Path(file).stem``, once per file: every result record and item name asks for it."""
+    return Path(file).stem

@@ -50,3 +50,65 @@ def test_serial_and_xdist_reports_agree(tmp_path):
     assert key(serial) == key(parallel)
     assert serial["matrices"] == parallel["matrices"]
     assert any(len(m["labels"]) > 2 for m in serial["matrices"].values())
+
+
+CRASHY = '''
+import os
+import signal
+
+from adapters.numpy_adapter import NumpyAdapter
+
+
+class Crashy(NumpyAdapter):
+    """NumPy, except that it kills its own process (SIGSEGV) on the batch-norm case."""
+
+    name = "crashy"
+
+    def run(self, case, inputs):
+        if case.op == "batch_norm":
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return super().run(case, inputs)
+'''
+
+
+def test_a_crashing_adapter_loses_only_its_own_result(tmp_path):
+    """A segfault in a framework kills an xdist worker: that item is an error record in the JSON,
+    xdist starts a new worker, and every other result is still there."""
+    (tmp_path / "cases").mkdir()
+    (tmp_path / "cases" / "mini.yaml").write_text(CASES)
+    (tmp_path / "crashmod.py").write_text(CRASHY)
+    out = tmp_path / "report"
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "normconf.plugin",
+           "--cases", str(tmp_path / "cases"), "--adapters", "numpy", "--adapter", "crashmod:Crashy",
+           f"--report-dir={out}", "-n", "2", str(tmp_path / "cases")]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(tmp_path)]))
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "crashed while running" in proc.stdout
+    doc = json.loads((out / "conformance.json").read_text())
+    by = {(r["case"], r["adapter"]): r for r in doc["results"]}
+    assert len(by) == 2 * 9  # nothing lost: 9 cases x (numpy, crashy)
+    crashed = by[("mini/bnorm", "crashy")]
+    assert crashed["status"] == "error" and "crashed" in crashed["reason"] and crashed["op"] == "batch_norm"
+    assert by[("mini/bnorm", "numpy")]["status"] == "pass"
+    assert {r["status"] for k, r in by.items() if k != ("mini/bnorm", "crashy")} == {"pass"}
+    assert (out / "conformance.html").exists()
+
+
+def test_n_alone_groups_items_by_framework(tmp_path):
+    """`-n 2` without --dist runs each framework's items on one worker (loadgroup by framework)."""
+    (tmp_path / "cases").mkdir()
+    (tmp_path / "cases" / "mini.yaml").write_text(CASES)
+    cmd = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-p", "normconf.plugin",
+           "--cases", str(tmp_path / "cases"), "--adapters", "numpy,recipe-000-numpy,recipe-000-torch",
+           f"--report-dir={tmp_path / 'r'}", "-n", "2", str(tmp_path / "cases")]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-3000:]
+    workers: dict[str, set[str]] = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("[gw") and "::" in line:
+            group = line.rsplit("@", 1)[-1].strip()
+            workers.setdefault(group, set()).add(line.split("]")[0].lstrip("["))
+    assert set(workers) == {"numpy", "torch"}, proc.stdout[-3000:]
+    assert all(len(w) == 1 for w in workers.values()), workers
