@@ -831,7 +831,9 @@ function describe(body, c) {
     if (k in inp) rows.push([k === "condition" ? "condition (max |mean| / std)" : k, fmt(inp[k])]);
   });
   Object.keys(c.tol || {}).forEach(function (k) {
-    rows.push(["tolerance " + k, "atol " + fmt(c.tol[k].atol) + ", rtol " + fmt(c.tol[k].rtol)]);
+    // scale "max": the atol is in units of the output's largest |expected| (gradients)
+    var unit = c.tol[k].scale === "max" ? " \u00d7 max|expected|" : "";
+    rows.push(["tolerance " + k, "atol " + fmt(c.tol[k].atol) + unit + ", rtol " + fmt(c.tol[k].rtol)]);
   });
   body.append(el("h3", {text: "Input"}), kv(rows));
 }

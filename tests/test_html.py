@@ -442,6 +442,8 @@ def test_browser_heatmap_filters_and_details(browser, tmp_path):
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     a = small()
+    for s in a["cases"].values():  # a gradient's atol is in units of its largest |expected|
+        s["tolerance"]["grad_x"] = {"atol": 2.5e-6, "rtol": 0.0, "scale": "max"}
     b = copy.deepcopy(a)
     b["results"] = [dict(r, status="fail") for r in b["results"] if r["adapter"] == "numpy"][:2]
     doc = merge([a, b], ["cpu.json", "gpu.json"])
@@ -479,13 +481,17 @@ def test_browser_heatmap_filters_and_details(browser, tmp_path):
     assert details.get_attribute("open") is not None
     body = details.find_element(By.CSS_SELECTOR, ".body")
     assert "Results" in body.text and "Pairwise max" in body.text and "Reproduce" in body.text
+    assert "tolerance grad_x atol 2.500e-6 \u00d7 max|expected|, rtol 0" in body.text
+    assert "tolerance y atol 1.900e-6, rtol 9.500e-7" in body.text
     assert f"pytest 'cases/layer_norm.yaml::{key}[torch]'" in body.text
     assert f"normconf.reproduce('cases/layer_norm.yaml', '{key.split('/', 1)[1]}', 'torch')" in body.text
     assert body.find_elements(By.CSS_SELECTOR, "tr.hl"), "the clicked adapter's rows are highlighted"
 
     # the hostile description is shown as text, and nothing ran
     evil = browser.find_element(By.ID, "case-instance_norm/offset_0@mean=1")
-    evil.find_element(By.TAG_NAME, "summary").click()
+    summary_el = evil.find_element(By.TAG_NAME, "summary")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", summary_el)  # not under the sticky filters
+    summary_el.click()
     WebDriverWait(browser, 10).until(lambda d: evil.find_element(By.CSS_SELECTOR, ".body").get_attribute("data-done"))
     assert EVIL in evil.text and "</script><b>fitted</b>" in evil.text
     assert not browser.execute_script("return document.body.innerHTML.indexOf('<b>fitted</b>') >= 0")
