@@ -7,6 +7,8 @@ then shrinks it to a minimal case, printed as YAML ready to paste into ``cases/`
 """
 from __future__ import annotations
 
+import time
+
 import yaml
 
 from .cases import load_text
@@ -59,13 +61,21 @@ def case_entries():
                 params["momentum"] = draw(st.sampled_from([0.1, 0.5, 1.0, None]))
                 params["steps"] = draw(st.integers(1, 3))
                 params["running_variance"] = draw(st.sampled_from(["biased", "unbiased"]))
+                params["eval_after"] = draw(st.booleans())
             else:
                 params["running_var"] = {"generator": {"dist": "uniform", "low": 0.5, "high": 2.0, "seed": 3}}
+        if op == "instance_norm" and draw(st.booleans()):  # PyTorch's InstanceNorm*d(track_running_stats=True)
+            params["track_running_stats"] = True
+            params["momentum"] = draw(st.sampled_from([0.1, 0.5, 1.0, None]))
+            params["steps"] = draw(st.integers(1, 3))
+            params["running_variance"] = draw(st.sampled_from(["biased", "unbiased"]))
         if op == "normalize":
             params["mean"] = [draw(st.sampled_from([0.0, 0.5, mean])) for _ in range(c)]
             params["std"] = [draw(st.sampled_from([0.01, 0.25, 1.0])) for _ in range(c)]
         if op == "channel_stats":
             params["method"] = draw(st.sampled_from(["pooled", "per_image_mean"]))
+        if op != "channel_stats" and draw(st.booleans()):  # gradients of sum(y * grad_output)
+            params["grad"] = True
         entry["params"] = params
         return entry
 
@@ -81,7 +91,16 @@ def run(n: int, seed: int, adapters, known, report=print) -> dict:
     from hypothesis import HealthCheck, given, settings
     from hypothesis import seed as fix_seed
 
-    counts = {"cases": 0, "results": 0, "known": 0}
+    # statuses: results per status ("known" is a fail whose cause is a known discrepancy of that
+    # adapter); adapters: the same per adapter; causes: the known causes met, "adapter: cause" -> n
+    counts = {"cases": 0, "results": 0, "known": 0, "statuses": {}, "adapters": {}, "causes": {}, "seconds": 0.0}
+    started = time.perf_counter()
+
+    def tally(adapter: str, status: str) -> None:
+        counts["statuses"][status] = counts["statuses"].get(status, 0) + 1
+        per = counts["adapters"].setdefault(adapter, {})
+        per[status] = per.get(status, 0) + 1
+
     known_causes = {}
     for k in known:
         known_causes.setdefault(k.cause, []).append(k)
@@ -108,10 +127,14 @@ def run(n: int, seed: int, adapters, known, report=print) -> dict:
                 result = evaluate(case, adapter, known)
                 result.pop("arrays", None)
                 counts["results"] += 1
+                if result["status"] == "fail" and is_known(result):
+                    counts["known"] += 1
+                    tally(adapter.name, "known")
+                    key = f"{adapter.name}: {(result.get('explanation') or {}).get('cause')}"
+                    counts["causes"][key] = counts["causes"].get(key, 0) + 1
+                    continue
+                tally(adapter.name, result["status"])
                 if result["status"] in ("fail", "error", "stale"):
-                    if result["status"] == "fail" and is_known(result):
-                        counts["known"] += 1
-                        continue
                     text = yaml.safe_dump({"cases": [dict(entry, id="fuzz_found")]}, sort_keys=False)
                     ex = result.get("explanation") or {}
                     why = f"[{ex.get('cause')}] {ex.get('detail')}" if ex else result["reason"]
@@ -119,5 +142,11 @@ def run(n: int, seed: int, adapters, known, report=print) -> dict:
         finally:
             forget(case)
 
-    check()
+    try:
+        check()
+    except Finding as finding:
+        finding.counts = counts  # what ran before (and while shrinking), for the summary
+        raise
+    finally:
+        counts["seconds"] = round(time.perf_counter() - started, 1)
     return counts

@@ -365,11 +365,15 @@ class FuzzItem(pytest.Item):
     """``--fuzz N``: Hypothesis-drawn cases through every selected, available adapter."""
 
     def runtest(self):
-        from .fuzz import run
+        from .fuzz import Finding, run
 
         state = self.config.stash[STATE]
         adapters = [state.adapters[n] for n in state.selected if state.adapters[n].available() is None]
-        counts = run(self.config.option.fuzz, self.config.option.fuzz_seed, adapters, state.known)
+        try:
+            counts = run(self.config.option.fuzz, self.config.option.fuzz_seed, adapters, state.known)
+        except Finding as finding:  # the counts up to the finding still reach the summary
+            self.user_properties.append(("normconf_fuzz", json.dumps(dict(finding.counts, finding=True))))
+            raise
         self.user_properties.append(("normconf_fuzz", json.dumps(counts)))
 
     def repr_failure(self, excinfo, style=None):
@@ -444,7 +448,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                       f"({100 * sum(explained) / max(elapsed * max(1, _workers(config)), 1e-9):.1f}% of the run)")
     if getattr(state, "fuzz", None):
         f = state.fuzz
-        tr.write_line(f"fuzzing: {f['cases']} drawn cases, {f['results']} results, {f['known']} known discrepancies met")
+        tr.write_line(f"fuzzing: {f['cases']} drawn cases, {f['results']} results, {f['known']} known discrepancies met"
+                      + (f" in {f['seconds']:.0f} s" if "seconds" in f else "")
+                      + (" (stopped at a finding; drawn cases include the shrinking)" if f.get("finding") else ""))
+        if f.get("statuses"):
+            tr.write_line("  per status: " + ", ".join(f"{s} {n}" for s, n in sorted(f["statuses"].items())))
+            for a, per in f.get("adapters", {}).items():
+                tr.write_line(f"  {a:<26} " + ", ".join(f"{s} {n}" for s, n in sorted(per.items())))
+            for key, n in sorted(f.get("causes", {}).items()):
+                tr.write_line(f"  known: {key} x{n}")
     for path in getattr(state, "written", ()):
         tr.write_line(f"results: {path}")
 

@@ -47,3 +47,15 @@ def test_fuzz_finds_and_shrinks_a_wrong_adapter():
 def test_correct_adapter_gives_no_finding():
     counts = fuzz.run(40, 3, [NumpyAdapter()], [])
     assert counts["cases"] >= 30 and counts["results"] == counts["cases"]
+
+
+@pytest.mark.parametrize("what", ["grad", "track_running_stats", "eval_after"])
+def test_strategy_reaches_the_training_path(what):
+    """Gradients, tracking instance norm and train-then-eval batch norm are drawn, and load."""
+    from hypothesis import find
+
+    entry = find(fuzz.case_entries(), lambda e: e["params"].get(what) is True, settings=settings(database=None, derandomize=True, max_examples=2000))
+    cases, errors = load_text(yaml.safe_dump({"cases": [entry]}), "fuzz.yaml")
+    assert errors == [] and cases[0].params[what] is True
+    if what == "grad":
+        assert "grad_x" in cases[0].outputs
