@@ -301,6 +301,9 @@ def _run(case: Case, inputs: dict, moments=_exact, form: str = "var", axes=None)
             rm = (1 - m) * rm + m * mean.reshape(-1)
             rv = (1 - m) * rv + m * var_r.reshape(-1)
         out["running_mean"], out["running_var"] = rm, rv
+        if p.get("eval_after"):  # then y is normalized with the running statistics just written
+            out["y"] = _affine(case, inputs, divide(x - chan(rm), chan(rv)))
+            return out
     forward, ax, back = _geometry(case, x, axes)
     _, dev, var = moments(forward(x), ax, DDOF[p["variance"]])  # y last: recorders keep its statistics
     out["y"] = _affine(case, inputs, back(divide(dev, var)))

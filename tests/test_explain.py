@@ -389,3 +389,19 @@ def test_explain_pair_names_both_sides():
     assert found["detail"].startswith("torch: running_variance_estimator (unbiased")
     assert found["detail"].endswith("tensorflow: agrees with the oracle")
     assert explain_pair(case, ctx.inputs, ctx.expected, ctx.expected, ctx.tolerance) is None
+
+
+def test_eval_after_training_is_explained_with_the_running_statistics():
+    """batch_norm with eval_after: y uses the running statistics after training; eps added to the std
+    there is found as eps_on_std (it used to be fitted against batch statistics: affine_default)."""
+    case = load_text("cases: [{id: ev, op: batch_norm, input: {shape: [8, 3, 4, 4], dtype: float64, "
+                     "generator: {dist: normal, mean: 0.5, std: 0.2, seed: 3}}, "
+                     "params: {steps: 3, eval_after: true, eps: 0.01, weight: [1.5, 0.5, 1.0]}}]", "t.yaml")[0][0]
+    inputs = context(case).inputs
+    stats = oracle.running_stats(case, inputs, (0, 2, 3))
+    chan = lambda v: np.asarray(v).reshape(1, -1, 1, 1)  # noqa: E731
+    y = (inputs["x"] - chan(stats["running_mean"])) / (np.sqrt(chan(stats["running_var"])) + 0.01)
+    actual = {"y": y * chan(inputs["weight"]), **stats}
+    ctx = context(case)
+    found = explain(case, inputs, ctx.expected, actual, ctx.tolerance)
+    assert found["cause"] == "eps_on_std", found
