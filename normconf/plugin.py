@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shlex
 import time
@@ -83,6 +84,14 @@ class State:
         self._loaded: dict[Path, dict] = {}  # case files read by the controller (crashed items)
         worker = getattr(config, "workerinput", None)
         self.tmp = Path(worker["normconf_tmp"]) if worker else Path(tempfile.mkdtemp(prefix="normconf-"))
+        # Workers save outputs for the matrices in the controller's run folder. A worker on another
+        # machine (xdist --tx ssh=...) does not see that folder: it keeps them in its own and sends
+        # them back when it finishes (config.workeroutput, read in _XdistHooks.pytest_testnodedown).
+        self.shared = True
+        if worker is None:
+            (self.tmp / "controller").write_text(str(os.getpid()))
+        elif not (self.tmp / "controller").exists():
+            self.shared, self.tmp = False, Path(tempfile.mkdtemp(prefix="normconf-worker-"))
         self.store = ArrayStore(self.tmp)
 
     def pytest_runtest_logreport(self, report):
@@ -182,6 +191,15 @@ STATE = pytest.StashKey[State]()
 class _XdistHooks:
     def __init__(self, state):
         self.state = state
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node, error):
+        """A worker on another machine sends its stored outputs back (see State.__init__)."""
+        for rel, data in (getattr(node, "workeroutput", None) or {}).get("normconf_arrays", {}).items():
+            path = self.state.tmp / rel
+            if ".." not in Path(rel).parts and not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node):
@@ -391,6 +409,10 @@ def pytest_sessionfinish(session, exitstatus):
     config = session.config
     state = config.stash[STATE]
     if hasattr(config, "workerinput"):
+        if not state.shared:  # send this machine's stored outputs to the controller, then clean up
+            config.workeroutput["normconf_arrays"] = {
+                str(p.relative_to(state.tmp)): p.read_bytes() for p in state.tmp.rglob("*.npz")}
+            shutil.rmtree(state.tmp, ignore_errors=True)
         return
     try:
         if state.results:  # a run that ran no case (--collect-only, -k matching none) leaves the report alone

@@ -112,3 +112,36 @@ def test_n_alone_groups_items_by_framework(tmp_path):
             workers.setdefault(group, set()).add(line.split("]")[0].lstrip("["))
     assert set(workers) == {"numpy", "torch"}, proc.stdout[-3000:]
     assert all(len(w) == 1 for w in workers.values()), workers
+
+
+FAR_AWAY = '''
+from pathlib import Path
+
+import pytest
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """On each xdist worker, before normconf's own configure: hide the controller's run folder, as on
+    another machine (xdist --tx ssh=...), where that path does not exist."""
+    if hasattr(config, "workerinput"):
+        (Path(config.workerinput["normconf_tmp"]) / "controller").unlink(missing_ok=True)
+'''
+
+
+def test_workers_on_other_machines_send_their_outputs_back(tmp_path):
+    """Workers that cannot see the controller's run folder keep their outputs and send them back
+    at the end: the matrices are the same as a serial run's."""
+    (tmp_path / "cases").mkdir()
+    (tmp_path / "cases" / "mini.yaml").write_text(CASES)
+    (tmp_path / "faraway.py").write_text(FAR_AWAY)
+    serial = run(tmp_path, "serial")
+    env_path = os.pathsep.join([str(ROOT), str(tmp_path)])
+    out = tmp_path / "remote"
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "normconf.plugin", "-p", "faraway",
+           "--cases", str(tmp_path / "cases"), "--adapters", "numpy,recipe-000-numpy,recipe-004-calculate-norm",
+           f"--report-dir={out}", "-n", "2", str(tmp_path / "cases")]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=env_path))
+    assert proc.returncode in (0, 1), proc.stdout[-2000:] + proc.stderr[-2000:]
+    remote = json.loads((out / "conformance.json").read_text())
+    assert remote["matrices"] and remote["matrices"] == serial["matrices"]
