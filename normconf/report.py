@@ -274,13 +274,27 @@ def case_summary(case, ctx=None) -> dict:
            "description": case.description, "source": case.source,
            "input": {"data": "literal"} if case.data is not None else {"generator": case.generator}}
     if ctx is not None and "x" in ctx.inputs:  # no inputs: a case error found while drawing them
-        x = ctx.inputs["x"]
-        if x.size:  # an empty batch (N = 0) has no values to summarize
-            out["input"].update(min=float(np.min(x)), max=float(np.max(x)), mean=float(np.mean(x)),
-                                std=float(np.std(x)))
-        out["input"].update(condition=ctx.condition, nonfinite=int(x.size - np.isfinite(x).sum()))
+        if not hasattr(ctx, "input_summary"):  # once per case, not once per adapter
+            ctx.input_summary = input_summary(ctx.inputs["x"])
+        out["input"].update(ctx.input_summary, condition=ctx.condition)
         out["tolerance"] = ctx.tolerance
     return out
+
+
+def input_summary(x: np.ndarray, chunk: int = 1 << 22) -> dict:
+    """min, max, mean, std (two passes) and the count of non-finite values of ``x``, in slices of
+    ``chunk`` elements: no float64 temporary the size of a 1 GiB input. An empty batch has no values
+    to summarize: only the count."""
+    flat = x.reshape(-1)
+    parts = [flat[lo:lo + chunk] for lo in range(0, flat.size, chunk)]
+    out = {"nonfinite": int(sum(p.size - np.isfinite(p).sum() for p in parts))}
+    if not flat.size:
+        return out
+    with np.errstate(invalid="ignore", over="ignore"):
+        mean = float(sum(np.sum(p, dtype=np.float64) for p in parts) / flat.size)
+        var = float(sum(np.sum(np.square(p - mean), dtype=np.float64) for p in parts) / flat.size)
+    return dict(out, min=float(min(np.min(p) for p in parts)), max=float(max(np.max(p) for p in parts)),
+                mean=mean, std=float(np.sqrt(var)))
 
 
 def headroom(results: list[dict]) -> dict[str, tuple[float, str]]:
