@@ -35,23 +35,55 @@ class CaseContext:
     tolerance: dict
     problem: str | None = None  # the oracle disagrees with the case's expect.values
     _variants: dict = field(default_factory=dict)
+    nbytes: int = 0  # of the arrays held: inputs, expected, variants (the cache's budget)
 
     def variant(self, changes: dict) -> dict:
         """Oracle outputs with some parameters changed (a native convention), cached."""
         key = tuple(sorted((k, repr(v)) for k, v in changes.items()))
         if key not in self._variants:
             self._variants[key] = oracle.reference(self.case.with_params(**changes), self.inputs)
+            self.nbytes += _nbytes(self._variants[key])
         return self._variants[key]
 
 
-_CONTEXTS: dict[tuple[str, str], CaseContext] = {}
+_CONTEXTS: dict[tuple[str, str], CaseContext] = {}  # oldest first
+#: Bytes of arrays the context cache may hold; beyond it the least recently used contexts are dropped
+#: (never the one in use). A case's items run one after the other (serially, and within an xdist
+#: group), so this costs no recomputation, and 1 GiB inputs do not pile up case after case.
+CONTEXT_BUDGET = 1 << 30
+
+
+def _nbytes(value) -> int:
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, dict):
+        return sum(_nbytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_nbytes(v) for v in value)
+    return 0
+
+
+def _evict(keep: tuple[str, str] | None, incoming: int = 0) -> None:
+    """Drop the least recently used contexts (never ``keep``) until the cache and ``incoming``
+    bytes fit in the budget."""
+    total = sum(c.nbytes for c in _CONTEXTS.values()) + incoming
+    for k in list(_CONTEXTS):
+        if total <= CONTEXT_BUDGET:
+            break
+        if k != keep:
+            total -= _CONTEXTS.pop(k).nbytes
 
 
 def context(case: Case) -> CaseContext:
-    """Inputs, oracle outputs and tolerances of ``case``, computed once per process."""
+    """Inputs, oracle outputs and tolerances of ``case``, computed once per process (while they fit
+    in :data:`CONTEXT_BUDGET`)."""
     key = (case.file, case.id)
-    ctx = _CONTEXTS.get(key)
+    ctx = _CONTEXTS.pop(key, None)
+    if ctx is not None:
+        _CONTEXTS[key] = ctx  # most recently used last
     if ctx is None or ctx.case is not case and ctx.case.raw != case.raw:
+        # x (and its steps) and y in float64: make room before drawing, not after
+        _evict(keep=None, incoming=8 * int(np.prod(case.shape)) * (2 + case.params.get("steps", 1)))
         try:
             inputs = generate(case)
         except CaseError as exc:  # found only when drawing (values that overflow the dtype): every
@@ -65,8 +97,10 @@ def context(case: Case) -> CaseContext:
             tolerance[name].setdefault("atol", 0.0)
             tolerance[name].setdefault("rtol", 0.0)
         ctx = CaseContext(case, inputs, expected, kappa, tolerance)
+        ctx.nbytes = _nbytes([inputs, expected])
         ctx.problem = _check_values(case, expected, tolerance)
         _CONTEXTS[key] = ctx
+    _evict(keep=key)
     return ctx
 
 

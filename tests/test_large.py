@@ -195,3 +195,23 @@ def test_large_cases_are_skipped_without_the_large_option():
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert "4 skipped" in proc.stdout and "run it with --large" in proc.stdout
     assert not (ROOT / "reports" / "never-written").exists()  # nothing ran, nothing written
+
+
+def test_context_cache_drops_old_cases_beyond_its_budget(monkeypatch):
+    """1 GiB contexts must not pile up case after case: beyond the budget the least recently used
+    context is dropped (never the one in use), and a dropped case is computed again when asked."""
+    cases = cases_of("cases: [" + ", ".join(
+        f"{{id: c{i}, op: instance_norm, input: {{shape: [4, 8, 16, 16], generator: {{dist: normal, seed: {i}}}}}}}"
+        for i in range(4)) + "]")
+    one = 8 * 4 * 8 * 16 * 16 * 2  # x and y in float64
+    monkeypatch.setattr(engine, "CONTEXT_BUDGET", int(2.5 * one))
+    for case in cases:
+        forget(case)
+    first = [context(c) for c in cases]
+    held = [k for k in engine._CONTEXTS if k[1].startswith("c")]
+    assert held == [("t.yaml", "c2"), ("t.yaml", "c3")]  # the two most recent fit
+    assert context(cases[3]) is first[3]  # cached
+    assert context(cases[0]) is not first[0]  # recomputed after being dropped
+    assert np.array_equal(context(cases[0]).expected["y"], first[0].expected["y"])
+    for case in cases:
+        forget(case)
