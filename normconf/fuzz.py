@@ -76,10 +76,57 @@ def case_entries():
             params["method"] = draw(st.sampled_from(["pooled", "per_image_mean"]))
         if op != "channel_stats" and draw(st.booleans()):  # gradients of sum(y * grad_output)
             params["grad"] = True
+            if values_per_slice(op, shape, params) == TWO_VALUE_SLICES:
+                # n = 2: 1 and yhat span the slice, so grad_x = P h / std is 0 up to eps (1e-12 |h| / std)
+                # while its rounding error is u |h| / std: the gradient atol, scaled by max |grad_x|
+                # (compare.default_tolerance), assumes |P h| ~ sqrt((n - 2) / n) |h| and does not hold.
+                # Found by --fuzz, seed 1; reported, tolerance unchanged: no gradient drawn here until then.
+                del params["grad"]
         entry["params"] = params
         return entry
 
     return entries()
+
+
+TWO_VALUE_SLICES = 2
+
+
+def values_per_slice(op: str, shape: list[int], params: dict) -> int | None:
+    """How many values each normalized slice of the forward pass has (None: y is not normalized
+    over a slice of the input, as in normalize or batch norm with running statistics)."""
+    spatial = 1
+    for d in shape[2:]:
+        spatial *= d
+    if op == "instance_norm":
+        return spatial
+    if op == "group_norm":
+        return shape[1] // params["groups"] * spatial
+    if op == "layer_norm":
+        n = 1
+        for a in params["axes"]:
+            n *= shape[a]
+        return n
+    if op == "batch_norm" and params["training"] and not params.get("eval_after"):
+        return shape[0] * spatial
+    return None
+
+
+def layout_explanation(entry: dict, adapter, known=()) -> dict | None:
+    """The explainer varies the math, not the memory: a channels_last fail whose channels_first
+    twin passes is a layout misread (DESIGN.md's ``reduction_axes``), e.g. a gradient read in the
+    wrong memory order. None where the case is channels_first or its twin does not pass."""
+    if entry["input"].get("layout") != "channels_last":
+        return None
+    twin = dict(entry, id="fuzz_channels_first", input=dict(entry["input"], layout="channels_first"))
+    cases, errors = load_text(yaml.safe_dump({"cases": [twin]}, sort_keys=False), "fuzz.yaml")
+    try:
+        status = evaluate(cases[0], adapter, known)["status"]
+    finally:
+        forget(cases[0])
+    if status != "pass":
+        return None
+    return {"cause": "reduction_axes", "detail": "wrong in channels_last, right with the same case in channels_first: "
+            "the framework misreads the channels_last memory"}
 
 
 class Finding(AssertionError):
@@ -127,6 +174,9 @@ def run(n: int, seed: int, adapters, known, report=print) -> dict:
                 result = evaluate(case, adapter, known)
                 result.pop("arrays", None)
                 counts["results"] += 1
+                ex = result.get("explanation") or {}
+                if result["status"] == "fail" and ex.get("cause") == "unexplained":
+                    result["explanation"] = layout_explanation(entry, adapter, known) or ex
                 if result["status"] == "fail" and is_known(result):
                     counts["known"] += 1
                     tally(adapter.name, "known")
