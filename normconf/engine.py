@@ -232,7 +232,7 @@ def evaluate(case: Case, adapter: Adapter, known: list[Known] = ()) -> dict:
     if failed or excused:
         # why: the single change of convention that makes the oracle reproduce the output
         start = time.perf_counter()
-        result["explanation"] = _explain(case, ctx, result["arrays"])
+        result["explanation"] = _explain(case, ctx, result["arrays"], result["outputs"])
         result["explain_seconds"] = time.perf_counter() - start
     if failed:
         result["status"], result["reason"] = "fail", _fail_text(failed, result["outputs"])
@@ -256,18 +256,24 @@ def evaluate(case: Case, adapter: Adapter, known: list[Known] = ()) -> dict:
 EXPLAIN_ELEMENTS = 1 << 20
 
 
-def _explain(case: Case, ctx, arrays: dict) -> dict:
-    """:func:`normconf.explain.explain` of the mismatch. A large case is explained on its first
-    indices along an axis its statistics do not reduce over (about ``EXPLAIN_ELEMENTS`` elements:
-    the first images for instance/group/layer norm, the first channels for batch norm): the same
-    math on the same values, at a thousandth of the cost of fitting conventions to 1 GiB. The
-    explanation then says which slice it was found on."""
+def _explain(case: Case, ctx, arrays: dict, metrics: dict) -> dict:
+    """:func:`normconf.explain.explain` of the mismatch. A large case is explained on a slice along
+    an axis its statistics do not reduce over (about ``EXPLAIN_ELEMENTS`` elements: a few images
+    for instance/group/layer norm, a few channels for batch norm), starting at the worst element of
+    the output furthest out of tolerance: the same math on the same values, at a thousandth of the
+    cost of fitting conventions to 1 GiB. The explanation says which slice it was found on."""
     x = ctx.inputs["x"]
     axis = oracle.independent_axis(case)
     if x.size <= EXPLAIN_ELEMENTS or axis is None:
         return explain(case, ctx.inputs, ctx.expected, arrays, ctx.tolerance)
     k = max(1, EXPLAIN_ELEMENTS * x.shape[axis] // x.size)
-    part = slice(0, k)
+    start = 0
+    worst = max(metrics.items(), key=lambda kv: _as_float(kv[1].get("ratio")), default=(None, {}))
+    if worst[0] is not None and worst[1].get("worst_index"):
+        index = worst[1]["worst_index"]
+        at = index[axis] if len(index) == x.ndim else index[0] if axis == 1 else 0
+        start = max(0, min(at, x.shape[axis] - k))  # from the worst element on
+    part = slice(start, start + k)
 
     def cut(outputs):
         return {n: oracle.cut_along(v, axis, part) if v.ndim == x.ndim else (v[part] if axis == 1 else v)
@@ -278,9 +284,15 @@ def _explain(case: Case, ctx, arrays: dict) -> dict:
     found = explain(sliced, oracle.sliced_inputs(ctx.inputs, axis, part, x.ndim), cut(ctx.expected), cut(arrays),
                     ctx.tolerance)
     if found:
-        found["slice"] = {"axis": axis, "indices": [0, k], "of": int(x.shape[axis])}
-        found["detail"] = f"{found.get('detail')} (found on indices 0..{k - 1} of axis {axis}, of {x.shape[axis]})"
+        found["slice"] = {"axis": axis, "indices": [start, start + k], "of": int(x.shape[axis])}
+        found["detail"] = (f"{found.get('detail')} (found on indices {start}..{start + k - 1} of axis {axis}, "
+                           f"of {x.shape[axis]}, from the worst element on)")
     return found
+
+
+def _as_float(value) -> float:
+    """A metric as a number: 'inf' and 'nan' (as JSON stores them) count as infinitely bad."""
+    return float(value) if isinstance(value, (int, float)) else float("inf")
 
 
 # The cause id a declared native convention amounts to (DESIGN.md, "Explaining a mismatch").
