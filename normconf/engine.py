@@ -38,14 +38,21 @@ class CaseContext:
     nbytes: int = 0  # of the arrays held: inputs, expected, variants (the cache's budget)
 
     def variant(self, changes: dict) -> dict:
-        """Oracle outputs with some parameters changed (a native convention), cached."""
+        """Oracle outputs with some parameters changed (a native convention), cached unless large
+        (a 1 GiB case's variant is 2 GiB: recomputed for each adapter that needs it, in seconds,
+        rather than held for the rest of the case)."""
         key = tuple(sorted((k, repr(v)) for k, v in changes.items()))
-        if key not in self._variants:
-            self._variants[key] = oracle.reference(self.case.with_params(**changes), self.inputs)
-            self.nbytes += _nbytes(self._variants[key])
-        return self._variants[key]
+        if key in self._variants:
+            return self._variants[key]
+        outputs = oracle.reference(self.case.with_params(**changes), self.inputs)
+        if _nbytes(outputs) <= VARIANT_CACHE_BYTES:
+            self._variants[key] = outputs
+            self.nbytes += _nbytes(outputs)
+        return outputs
 
 
+#: Oracle variants larger than this are not kept (see :meth:`CaseContext.variant`).
+VARIANT_CACHE_BYTES = 64 << 20
 _CONTEXTS: dict[tuple[str, str], CaseContext] = {}  # oldest first
 #: Bytes of arrays the context cache may hold; beyond it the least recently used contexts are dropped
 #: (never the one in use). A case's items run one after the other (serially, and within an xdist

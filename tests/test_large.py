@@ -238,3 +238,22 @@ def test_large_case_is_explained_on_the_slice_of_its_worst_element(monkeypatch):
     assert result["outputs"]["y"]["worst_index"][0] >= 30 and 30 <= lo < hi
     assert result["explanation"]["cause"] == "variance_divisor"
     forget(case)
+
+
+def test_large_oracle_variants_are_not_held(monkeypatch):
+    """A native convention's oracle variant is as large as the output: beyond the limit it is
+    recomputed per adapter instead of held in the case's context, with the same verdict."""
+    case = cases_of("cases: [{id: var, op: instance_norm, input: {shape: [4, 3, 6, 5], dtype: float64, "
+                    "generator: {dist: normal, seed: 13}}, params: {variance: biased}}]")[0]
+
+    class NativeUnbiased(UnbiasedNumpy):
+        name, native = "numpy-native-unbiased", {"variance": "unbiased"}
+
+    held = evaluate(case, NativeUnbiased())
+    assert held["status"] == "expected" and context(case)._variants
+    forget(case)
+    monkeypatch.setattr(engine, "VARIANT_CACHE_BYTES", 0)
+    again = evaluate(case, NativeUnbiased())
+    assert again["status"] == "expected" and not context(case)._variants
+    assert again["outputs"] == held["outputs"]
+    forget(case)
