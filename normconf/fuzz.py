@@ -133,8 +133,14 @@ class Finding(AssertionError):
     pass
 
 
-def run(n: int, seed: int, adapters, known, report=print) -> dict:
-    """Draw ``n`` cases and run them; raises :class:`Finding` (with the minimal case as YAML)."""
+def run(n: int, seed: int, adapters, known, report=print, shrink: int = 5) -> dict:
+    """Draw ``n`` cases and run them all; raises :class:`Finding` listing every distinct kind of
+    finding (adapter, status, explained cause, op), each shrunk to a minimal case as YAML.
+
+    Hypothesis stops at its first failure; to see all of them, the ``n`` cases run first with
+    nothing raised, recording where each kind of finding first appears. Then, for each kind (up to
+    ``shrink``), the same seed draws the same cases again: those before that position are skipped
+    without running, the one at it fails, and Hypothesis shrinks it for that kind only."""
     from hypothesis import HealthCheck, given, settings
     from hypothesis import seed as fix_seed
 
@@ -160,43 +166,74 @@ def run(n: int, seed: int, adapters, known, report=print) -> dict:
         causes = {ex.get("cause"), *(ex.get("causes") or ()), *(ex.get("also") or ())}
         return any(fnmatch.fnmatchcase(result["adapter"], k.adapter) for c in causes for k in known_causes.get(c, ()))
 
+    found: dict[tuple, dict] = {}  # kind of finding -> where it first appeared, what it said
+    state = {"index": 0, "target": None}
+
     @fix_seed(seed)
     @settings(max_examples=n, deadline=None, database=None, print_blob=False,
               suppress_health_check=list(HealthCheck))
     @given(case_entries())
     def check(entry):
+        index, target = state["index"], state["target"]
+        state["index"] += 1
+        if target is not None and index < found[target]["index"]:
+            return  # drawn again only to reach the same case: it did not show this finding
         cases, errors = load_text(yaml.safe_dump({"cases": [entry]}, sort_keys=False), "fuzz.yaml")
         assert not errors, f"the strategy drew an invalid case: {errors[0]}"
         case = cases[0]
-        counts["cases"] += 1
+        if target is None:
+            counts["cases"] += 1
         try:
             for adapter in adapters:
                 result = evaluate(case, adapter, known)
                 result.pop("arrays", None)
-                counts["results"] += 1
                 ex = result.get("explanation") or {}
                 if result["status"] == "fail" and ex.get("cause") == "unexplained":
                     result["explanation"] = layout_explanation(entry, adapter, known) or ex
-                if result["status"] == "fail" and is_known(result):
-                    counts["known"] += 1
-                    tally(adapter.name, "known")
-                    key = f"{adapter.name}: {(result.get('explanation') or {}).get('cause')}"
-                    counts["causes"][key] = counts["causes"].get(key, 0) + 1
+                known_fail = result["status"] == "fail" and is_known(result)
+                if target is None:
+                    counts["results"] += 1
+                    tally(adapter.name, "known" if known_fail else result["status"])
+                    if known_fail:
+                        counts["known"] += 1
+                        key = f"{adapter.name}: {(result.get('explanation') or {}).get('cause')}"
+                        counts["causes"][key] = counts["causes"].get(key, 0) + 1
+                if known_fail or result["status"] not in ("fail", "error", "stale"):
                     continue
-                tally(adapter.name, result["status"])
-                if result["status"] in ("fail", "error", "stale"):
+                ex = result.get("explanation") or {}
+                kind = (adapter.name, result["status"], ex.get("cause"), case.op)
+                why = f"[{ex.get('cause')}] {ex.get('detail')}" if ex else result["reason"]
+                if target is None:
+                    found.setdefault(kind, {"index": index, "why": why, "entry": entry})
+                elif kind == target:
                     text = yaml.safe_dump({"cases": [dict(entry, id="fuzz_found")]}, sort_keys=False)
-                    ex = result.get("explanation") or {}
-                    why = f"[{ex.get('cause')}] {ex.get('detail')}" if ex else result["reason"]
                     raise Finding(f"{adapter.name}: {result['status']}: {why}\nminimal case, ready for cases/:\n{text}")
         finally:
             forget(case)
 
     try:
-        check()
-    except Finding as finding:
-        finding.counts = counts  # what ran before (and while shrinking), for the summary
-        raise
+        check()  # every case, nothing raised: the findings and where each first appears
+        if not found:
+            return counts
+        report(f"fuzzing: {len(found)} kind(s) of finding in {counts['cases']} cases; shrinking "
+               f"{min(len(found), shrink)} of them")
+        parts = []
+        for number, kind in enumerate(sorted(found, key=lambda k: found[k]["index"])[:shrink], start=1):
+            state.update(index=0, target=kind)
+            try:
+                check()
+                minimal = None  # not met again (should not happen: same seed, same draws)
+            except Finding as finding:
+                minimal = str(finding)
+            first = found[kind]
+            parts.append(f"[{number}] {kind[0]} {kind[1]} ({kind[2]}) on {kind[3]} (first at drawn case "
+                         f"{first['index'] + 1}): " + (minimal or f"{first['why']}\nas drawn (not shrunk):\n"
+                         + yaml.safe_dump({"cases": [dict(first["entry"], id="fuzz_found")]}, sort_keys=False)))
+        more = len(found) - len(parts)
+        summary = Finding(f"{len(found)} kind(s) of finding in {counts['cases']} drawn cases"
+                          + (f" ({more} more not shrunk: {sorted(found)[len(parts):]})" if more else "")
+                          + "\n\n" + "\n\n".join(parts))
+        summary.counts = counts
+        raise summary
     finally:
         counts["seconds"] = round(time.perf_counter() - started, 1)
-    return counts
