@@ -398,7 +398,7 @@ class FuzzItem(pytest.Item):
         from .fuzz import Finding
 
         if isinstance(excinfo.value, Finding):
-            return f"fuzzing found a discrepancy (seed {self.config.option.fuzz_seed}):\n{excinfo.value}"
+            return f"fuzzing, seed {self.config.option.fuzz_seed}: {excinfo.value}"
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self):
