@@ -206,6 +206,10 @@ class _XdistHooks:
         node.workerinput["normconf_tmp"] = str(self.state.tmp)
         # workers parse the command line again: the loadgroup chosen in pytest_configure reaches them here
         node.workerinput["normconf_loadgroup"] = self.state.config.option.dist == "loadgroup"
+        if node.workerinput["normconf_loadgroup"]:  # the last run's time per framework balances the groups
+            if not hasattr(self, "cost"):
+                self.cost = framework_costs(self.state.report_dir / "conformance.json")
+            node.workerinput["normconf_cost"] = self.cost
 
 
 def pytest_report_header(config):
@@ -355,18 +359,72 @@ def pytest_collection_modifyitems(session, config, items):
     _group_for_xdist(config, items)
 
 
+def pack_frameworks(items: list[tuple[str, str]], workers: int, cost: dict) -> dict:
+    """``{(framework, case file stem): group}`` for the (framework, stem) of every item: frameworks
+    packed into ``workers`` groups of about equal cost, the costliest first into the lightest group
+    (LPT). ``cost`` is each framework's seconds in the last report (:func:`framework_costs`); without
+    one a framework weighs its number of items at the mean cost of an item. A framework costing more
+    than a worker's share is split by case file (its import is repeated, the wait is not). A group is
+    named after its parts, e.g. ``jax:batch_norm+jax:seeds`` or ``numpy+tensorflow+torch``.
+
+    >>> items = [("jax", "a"), ("jax", "b"), ("numpy", "a"), ("torch", "a")]
+    >>> pack_frameworks(items, 2, {"jax": 80.0, "numpy": 5.0, "torch": 30.0})[("torch", "a")]
+    'jax:a+torch'
+    """
+    counts: dict[str, int] = {}
+    for framework, _ in items:
+        counts[framework] = counts.get(framework, 0) + 1
+    known = [f for f in counts if cost.get(f)]
+    mean = (sum(cost[f] for f in known) / max(1, sum(counts[f] for f in known))) if known else 1.0
+    weight = {f: float(cost[f]) if cost.get(f) else mean * counts[f] for f in counts}
+    share = sum(weight.values()) / max(1, workers)
+    units: dict[str, float] = {}
+    for framework, stem in items:
+        split = weight[framework] > share
+        unit = f"{framework}:{stem}" if split else framework
+        units[unit] = units.get(unit, 0.0) + weight[framework] / counts[framework]
+    loads = [[0.0, []] for _ in range(max(1, workers))]
+    for unit in sorted(units, key=lambda u: (-units[u], u)):
+        lightest = min(loads, key=lambda b: b[0])
+        lightest[0] += units[unit]
+        lightest[1].append(unit)
+    group_of = {u: "+".join(sorted(b[1])) for b in loads for u in b[1]}
+    return {(f, stem): group_of.get(f"{f}:{stem}") or group_of[f] for f, stem in items}
+
+
+def framework_costs(path: Path) -> dict:
+    """Seconds per framework (adapter calls and explanations) in an earlier ``conformance.json``:
+    the weights :func:`pack_frameworks` balances workers with. Empty when there is none."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        frameworks = {n: a.get("framework") for n, a in doc["environment"]["adapters"].items()}
+        out: dict[str, float] = {}
+        for r in doc["results"]:
+            fw = frameworks.get(r["adapter"])
+            if fw:
+                out[fw] = out.get(fw, 0.0) + float(r.get("seconds") or 0) + float(r.get("explain_seconds") or 0)
+        return out
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
 def _group_for_xdist(config, items) -> None:
     """Under ``pytest -n N`` (made ``--dist loadgroup`` in :func:`pytest_configure` unless ``--dist``
-    is given), items of one framework form one group, which xdist runs on one worker: each worker
-    imports only the frameworks of its groups (TensorFlow: 2 s and 650 MB). With more workers than
-    frameworks, groups are (framework, case file), so every worker has work."""
+    is given), the frameworks are packed into N groups of about equal cost (:func:`pack_frameworks`),
+    each run by one worker: a worker imports only the frameworks of its group (TensorFlow: 2 s and
+    650 MB), and one that costs more than a worker's share is split by case file. With more workers
+    than frameworks, groups are (framework, case file), so every worker has work."""
     workerinput = getattr(config, "workerinput", None)
     if workerinput is None or not workerinput.get("normconf_loadgroup"):
         return
     cases = [i for i in items if isinstance(i, CaseItem)]
-    by_file = int(workerinput.get("workercount", 1)) > len({i.adapter.framework for i in cases})
+    workers = int(workerinput.get("workercount", 1))
+    by_file = workers > len({i.adapter.framework for i in cases})
+    groups = {} if by_file else pack_frameworks([(i.adapter.framework, i.case.stem) for i in cases], workers,
+                                                workerinput.get("normconf_cost") or {})
     for item in cases:
-        group = f"{item.adapter.framework}:{item.case.stem}" if by_file else item.adapter.framework
+        group = (f"{item.adapter.framework}:{item.case.stem}" if by_file
+                 else groups[(item.adapter.framework, item.case.stem)])
         # What xdist does for an `xdist_group` mark: "@group" after the node id, which its loadgroup
         # scheduler reads back. xdist 3.8 writes Item._nodeid, which pytest 9.2 no longer reads (it
         # keeps a structured Item._id), so the mark alone groups nothing there: the id is set here.

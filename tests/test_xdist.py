@@ -96,7 +96,8 @@ def test_a_crashing_adapter_loses_only_its_own_result(tmp_path):
 
 
 def test_n_alone_groups_items_by_framework(tmp_path):
-    """`-n 2` without --dist runs each framework's items on one worker (loadgroup by framework)."""
+    """`-n 2` without --dist runs each framework's items on one worker (loadgroup, frameworks packed
+    by cost into one group per worker): numpy's on one, torch's on the other."""
     (tmp_path / "cases").mkdir()
     (tmp_path / "cases" / "mini.yaml").write_text(CASES)
     cmd = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-p", "normconf.plugin",
@@ -105,13 +106,29 @@ def test_n_alone_groups_items_by_framework(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env)
     assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-3000:]
+    framework = {"numpy": "numpy", "recipe-000-numpy": "numpy", "recipe-000-torch": "torch"}
     workers: dict[str, set[str]] = {}
     for line in proc.stdout.splitlines():
         if line.startswith("[gw") and "::" in line:
-            group = line.rsplit("@", 1)[-1].strip()
-            workers.setdefault(group, set()).add(line.split("]")[0].lstrip("["))
+            adapter = line.rsplit("[", 1)[-1].split("]")[0]
+            workers.setdefault(framework[adapter], set()).add(line.split("]")[0].lstrip("["))
     assert set(workers) == {"numpy", "torch"}, proc.stdout[-3000:]
-    assert all(len(w) == 1 for w in workers.values()), workers
+    assert all(len(w) == 1 for w in workers.values()) and workers["numpy"] != workers["torch"], workers
+
+
+def test_frameworks_are_packed_by_cost_and_a_costly_one_is_split():
+    from normconf.plugin import pack_frameworks
+
+    items = [("jax", f) for f in "abcd" for _ in range(10)] + [("torch", "a")] * 40 + [("tensorflow", "b")] * 10
+    # jax costs 90 of 120 s: more than a worker's share, so its files spread over both workers, while
+    # torch and tensorflow each stay on one worker
+    groups = pack_frameworks(items, 2, {"jax": 90.0, "torch": 20.0, "tensorflow": 10.0})
+    assert len(set(groups.values())) == 2
+    jax_groups = {groups[("jax", f)] for f in "abcd"}
+    assert len(jax_groups) == 2 and ":" not in groups[("torch", "a")].split("+")[-1]
+    # without a last run, items are counted: jax (40 items) is not above the share of 45
+    counted = pack_frameworks(items, 2, {})
+    assert len({counted[("jax", f)] for f in "abcd"}) == 1
 
 
 FAR_AWAY = '''
