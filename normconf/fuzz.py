@@ -133,14 +133,17 @@ class Finding(AssertionError):
     pass
 
 
-def run(n: int, seed: int, adapters, known, report=print, shrink: int = 5) -> dict:
+def run(n: int, seed: int, adapters, known, report=print, shrink: int = 5, seconds: float | None = None) -> dict:
     """Draw ``n`` cases and run them all; raises :class:`Finding` listing every distinct kind of
     finding (adapter, status, explained cause, op), each shrunk to a minimal case as YAML.
 
     Hypothesis stops at its first failure; to see all of them, the ``n`` cases run first with
     nothing raised, recording where each kind of finding first appears. Then, for each kind (up to
     ``shrink``), the same seed draws the same cases again: those before that position are skipped
-    without running, the one at it fails, and Hypothesis shrinks it for that kind only."""
+    without running, the one at it fails, and Hypothesis shrinks it for that kind only.
+
+    ``seconds`` bounds the first pass: cases drawn after it are not run (``counts["stopped"]`` says
+    after how many); the shrinking that follows replays only up to each finding."""
     from hypothesis import HealthCheck, given, settings
     from hypothesis import seed as fix_seed
 
@@ -178,6 +181,9 @@ def run(n: int, seed: int, adapters, known, report=print, shrink: int = 5) -> di
         state["index"] += 1
         if target is not None and index < found[target]["index"]:
             return  # drawn again only to reach the same case: it did not show this finding
+        if target is None and seconds is not None and time.perf_counter() - started > seconds:
+            counts.setdefault("stopped", counts["cases"])  # out of time: the rest are drawn, not run
+            return
         cases, errors = load_text(yaml.safe_dump({"cases": [entry]}, sort_keys=False), "fuzz.yaml")
         assert not errors, f"the strategy drew an invalid case: {errors[0]}"
         case = cases[0]

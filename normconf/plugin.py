@@ -40,6 +40,8 @@ def pytest_addoption(parser):
     group.addoption("--fuzz", type=int, default=0, metavar="N",
                     help="also draw N random valid cases (Hypothesis) through every selected available adapter")
     group.addoption("--fuzz-seed", type=int, default=0, metavar="SEED", help="seed of --fuzz (reproducible)")
+    group.addoption("--fuzz-seconds", type=float, default=None, metavar="S",
+                    help="stop running new --fuzz cases after S seconds (the findings so far are still shrunk)")
     group.addoption("--large", action="store_true", default=False,
                     help="also run the cases tagged `large` (cases/large.yaml: 1 GiB inputs, about 10 GiB of "
                          "memory and 15 minutes on 2 cores); without it they are skipped")
@@ -446,7 +448,8 @@ class FuzzItem(pytest.Item):
         state = self.config.stash[STATE]
         adapters = [state.adapters[n] for n in state.selected if state.adapters[n].available() is None]
         try:
-            counts = run(self.config.option.fuzz, self.config.option.fuzz_seed, adapters, state.known)
+            counts = run(self.config.option.fuzz, self.config.option.fuzz_seed, adapters, state.known,
+                         seconds=self.config.option.fuzz_seconds)
         except Finding as finding:  # the counts up to the finding still reach the summary
             self.user_properties.append(("normconf_fuzz", json.dumps(dict(finding.counts, finding=True))))
             raise
@@ -530,7 +533,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         f = state.fuzz
         tr.write_line(f"fuzzing: {f['cases']} drawn cases, {f['results']} results, {f['known']} known discrepancies met"
                       + (f" in {f['seconds']:.0f} s" if "seconds" in f else "")
-                      + (" (stopped at a finding; drawn cases include the shrinking)" if f.get("finding") else ""))
+                      + (f" (--fuzz-seconds: the cases after the first {f['stopped']} were not run)" if "stopped" in f else "")
+                      + (" (findings: see the failure)" if f.get("finding") else ""))
         if f.get("statuses"):
             tr.write_line("  per status: " + ", ".join(f"{s} {n}" for s, n in sorted(f["statuses"].items())))
             for a, per in f.get("adapters", {}).items():

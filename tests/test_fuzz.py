@@ -127,3 +127,11 @@ def test_a_fail_only_in_channels_last_is_explained_as_a_layout_misread():
     channels_first = dict(FOUND, input=dict(FOUND["input"], layout="channels_first"))
     assert fuzz.layout_explanation(channels_first, planted) is None
     assert fuzz.layout_explanation(FOUND, UnbiasedInstanceNorm()) is None  # wrong in both layouts
+
+
+def test_fuzz_seconds_bounds_the_run():
+    """--fuzz-seconds: cases drawn after the limit are not run, and the counts say after how many."""
+    counts = fuzz.run(200, 5, [NumpyAdapter()], [], seconds=0.0)
+    assert counts["stopped"] == 0 and counts["cases"] == 0 and counts["results"] == 0
+    counts = fuzz.run(30, 5, [NumpyAdapter()], [], seconds=60.0)
+    assert "stopped" not in counts and counts["cases"] >= 20
