@@ -42,10 +42,6 @@ class TorchAdapter(Adapter):
             # empty-input path then takes weight[0] of that empty weight
             return ("F.instance_norm with weight or bias raises IndexError 'select(): index 0 out of range for "
                     "tensor of size [0]' on an empty batch (N = 0)")
-        if case.op == "instance_norm" and case.params["track_running_stats"] and case.params["momentum"] is None:
-            # _InstanceNorm passes `self.momentum if self.momentum is not None else 0.0`: the running statistics
-            # never move. https://github.com/pytorch/pytorch/blob/main/torch/nn/modules/instancenorm.py
-            return "nn.InstanceNorm*d turns momentum=None into 0.0 (running statistics frozen): no cumulative average"
         if case.op == "normalize":
             if importlib.util.find_spec("torchvision") is None:
                 return "torchvision is not installed (torchvision.transforms.Normalize)"
