@@ -29,6 +29,8 @@ from typing import Any
 
 import yaml
 
+from .yamlload import UNIQUE_KEYS, DuplicateKeyError, UniqueKeyLoader, check_unique_keys, duplicate_key_path, reset
+
 OPS = ("instance_norm", "batch_norm", "layer_norm", "group_norm", "normalize", "channel_stats")
 DTYPES = ("float64", "float32", "float16", "bfloat16")
 LAYOUTS = ("channels_first", "channels_last")
@@ -38,6 +40,10 @@ INPUT_KEYS = ("shape", "layout", "dtype", "data", "generator")
 GENERATOR_KEYS = {"normal": ("dist", "mean", "std", "seed"), "uniform": ("dist", "low", "high", "seed"),
                   "constant": ("dist", "value", "seed")}
 DIVISORS = ("biased", "unbiased")
+METHODS = ("pooled", "per_image_mean")
+GENERATOR_DEFAULTS = {"normal": {"mean": 0.0, "std": 1.0}, "uniform": {"low": 0.0, "high": 1.0},
+                      "constant": {"value": 0.0}}
+INPUT_DEFAULTS = {"layout": "channels_first", "dtype": "float32", "generator": {"dist": "normal"}}
 
 # Which parameters each op takes, and their canonical defaults (DESIGN.md). ``REQUIRED`` has no default.
 REQUIRED = object()
@@ -57,10 +63,82 @@ PARAMS: dict[str, dict[str, Any]] = {
     "normalize": {"mean": REQUIRED, "std": REQUIRED, **_GRAD},
     "channel_stats": {"variance": "biased", "method": "pooled", "framework_defaults": False},
 }
+# The kinds of the parameters that are not plain numbers: the validator checks them from these
+# tables, and normconf/schema.py writes the same ones into the JSON Schema.
+ENUM_PARAMS = {"variance": DIVISORS, "running_variance": DIVISORS, "method": METHODS}
+BOOL_PARAMS = ("training", "eval_after", "track_running_stats", "grad", "framework_defaults")
+ARRAY_PARAMS = ("weight", "bias", "running_mean", "running_var", "grad_output")  # literal or {generator: ...}
 OUTPUTS = {"instance_norm": ("y",), "layer_norm": ("y",), "group_norm": ("y",), "normalize": ("y",),
            "batch_norm": ("y", "running_mean", "running_var"), "channel_stats": ("mean", "std")}
 GRADIENTS = ("grad_x", "grad_weight", "grad_bias")
 DEFAULT_GRAD_OUTPUT = {"generator": {"dist": "normal", "mean": 0.0, "std": 1.0, "seed": 1000}}
+
+# What every key means: editors show it on hover (normconf/schema.py puts it into the JSON Schema; a
+# key without an entry here stops the schema from being generated).
+DOCS = {
+    "defaults": "Keys merged into every case of the file (deep merge: a case's own value wins).",
+    "cases": "The cases of the file.",
+    "id": "Unique in its file, [a-z0-9_.-]+. The pytest id is <file stem>/<id>[<adapter>].",
+    "description": "What the case checks.",
+    "source": "Where the case comes from: a doc, an issue, a paper (a link).",
+    "op": ("instance_norm: per (image, channel) over the spatial dims; batch_norm: per channel over batch "
+           "and spatial dims; layer_norm: per sample over `axes`; group_norm: per (sample, group); "
+           "normalize: (x - mean) / std with constants; channel_stats: per-channel mean and std of a dataset."),
+    "input": "The input tensor: its shape and either literal data or a generator.",
+    "input.shape": ("Canonical order [N, C, *spatial]: 0 to 3 spatial dims (instance_norm at least 1, layer_norm "
+                    "any rank >= 2). N may be 0 (an empty batch); every other dim is >= 1."),
+    "input.layout": "How the tensor is handed to the framework; results are compared in canonical order.",
+    "input.dtype": "The dtype the input is rounded to and the framework computes in.",
+    "input.data": ("A literal nested list of numbers in canonical order, shaped like input.shape (.nan, .inf "
+                   "allowed; [] is an empty batch). Exclusive with input.generator."),
+    "input.generator": ("Values drawn in float64 with NumPy's PCG64, then rounded to the dtype. Default "
+                        "{dist: normal, mean: 0, std: 1, seed: 0}."),
+    "generator.dist": "normal (mean, std), uniform (low, high) or constant (value); each with seed.",
+    "generator.mean": "Mean of the normal distribution (finite).",
+    "generator.std": "Standard deviation of the normal distribution (finite, >= 0).",
+    "generator.low": "Lower bound of the uniform distribution (finite).",
+    "generator.high": "Upper bound of the uniform distribution (finite, >= low).",
+    "generator.value": "The value of every element (finite).",
+    "generator.seed": "Seed of NumPy's PCG64 generator.",
+    "params": "Parameters of the op; every one but groups (group_norm) and mean, std (normalize) has a default.",
+    "params.eps": "Added to the variance inside the square root.",
+    "params.variance": "Divisor of the statistics used to normalize: biased = n, unbiased = n-1.",
+    "params.weight": ("Per-channel scale (layer_norm: shaped like the normalized dims), a literal list or "
+                      "{generator: ...}; rounded to the case dtype. Absent: no affine."),
+    "params.bias": ("Per-channel shift (layer_norm: shaped like the normalized dims), a literal list or "
+                    "{generator: ...}; rounded to the case dtype. Absent: no affine."),
+    "params.framework_defaults": ("Porting view: run each adapter with its framework's default constructor "
+                                  "arguments instead of this case's eps, momentum and divisor."),
+    "params.grad": "Also compute grad_x (and grad_weight, grad_bias with an affine) of sum(y * grad_output).",
+    "params.grad_output": ("The upstream gradient, shaped like y: a literal or {generator: ...} (default normal(0, 1), "
+                           "seed 1000). Only with grad: true."),
+    "params.track_running_stats": ("PyTorch's InstanceNorm*d(track_running_stats=True) in training mode: also "
+                                   "running_mean and running_var. momentum, running_mean, running_var, "
+                                   "running_variance and steps only with it."),
+    "params.momentum": ("Weight of the NEW batch statistic in the running statistics (PyTorch's convention); "
+                        "null = cumulative average."),
+    "params.running_mean": "Initial running mean per channel (default zeros), a literal list or {generator: ...}.",
+    "params.running_var": "Initial running variance per channel (default ones, values >= 0), a literal list or {generator: ...}.",
+    "params.running_variance": ("Estimator written into the running variance: biased = n (ONNX's population "
+                                "variance), unbiased = n-1 (PyTorch)."),
+    "params.steps": "Training forward passes; step k draws its input with the generator's seed + k.",
+    "params.axes": "Canonical dims normalized over (default: every dim but the batch), in [-rank, rank), distinct.",
+    "params.groups": "Number of channel groups: a divisor of C. Required.",
+    "params.training": "true: batch statistics and a running-statistics update; false: normalize with running_mean/running_var.",
+    "params.eval_after": "Train `steps` steps, then y is one eval pass over the last input with the updated statistics.",
+    "params.mean": "Per-channel constant subtracted: a number or a list of C numbers. Required.",
+    "params.std": "Per-channel constant divided by: a number or a list of C finite, non-zero numbers. Required.",
+    "params.method": "pooled: std over all N*spatial values per channel; per_image_mean: mean over images of each image's std.",
+    "expect": "Optional literal expected outputs and a tolerance override.",
+    "expect.values": ("Literal expected outputs by name ({y: [...]}), checked against the oracle and every adapter "
+                      "to the precision they are written in."),
+    "expect.tolerance": "Override of the per-dtype default tolerance: |actual - expected| <= atol + rtol |expected|.",
+    "expect.tolerance.atol": "Absolute tolerance (>= 0).",
+    "expect.tolerance.rtol": "Relative tolerance (>= 0).",
+    "matrix": ("{dotted.key: [values, ...]} under input., params. or expect.: the cartesian product expands into "
+               "cases whose ids get a suffix such as @dtype=float16,layout=channels_last."),
+    "tags": "Words for selection (seed, stability, edge, ...).",
+}
 
 
 class CaseError(Exception):
@@ -164,6 +242,8 @@ def load_file(path: str | Path) -> tuple[list[Case], list[CaseError]]:
 def load_text(text: str, file: str) -> tuple[list[Case], list[CaseError]]:
     try:
         doc, case_nodes = _safe_load(text)
+    except _FileDuplicate as dup:
+        return [], [CaseError(file, None, dup.path, _Text(str(dup.error)), UNIQUE_KEYS)]
     except yaml.YAMLError as exc:
         return [], [CaseError(file, None, None, _yaml_problem(exc), "plain YAML (safe_load: no !!python tags)")]
     if not isinstance(doc, dict):
@@ -180,6 +260,8 @@ def load_text(text: str, file: str) -> tuple[list[Case], list[CaseError]]:
     for index, (node, entry) in enumerate(case_nodes):
         label = _node_id(node) or f"#{index + 1}"
         try:
+            if isinstance(entry, DuplicateKeyError):
+                raise CaseError(file, label, duplicate_key_path(entry, node), _Text(str(entry)), UNIQUE_KEYS)
             if isinstance(entry, yaml.YAMLError):
                 raise CaseError(file, label, None, _yaml_problem(entry), "plain YAML (safe_load: no !!python tags)")
             if not isinstance(entry, dict):
@@ -198,13 +280,18 @@ def load_text(text: str, file: str) -> tuple[list[Case], list[CaseError]]:
 
 def _safe_load(text: str):
     """``yaml.safe_load`` of the file, except that each entry of ``cases:`` is constructed on its
-    own, so that one refused tag (``!!python/object``...) costs only its own case. Returns the
-    document (``cases`` left out) and ``[(node, value or YAMLError)]`` for the cases."""
-    loader = yaml.SafeLoader(text)
+    own, so that one refused tag (``!!python/object``...) or duplicated key costs only its own case.
+    Returns the document (``cases`` left out) and ``[(node, value or YAMLError)]`` for the cases.
+    A key written twice outside ``cases:`` (``defaults:`` twice, or inside it) is a file error."""
+    loader = UniqueKeyLoader(text)
     try:
         root = loader.get_single_node()
         if root is None or not isinstance(root, yaml.MappingNode):
             return (loader.construct_document(root) if root is not None else None), None
+        try:
+            check_unique_keys(loader, root)
+        except DuplicateKeyError as exc:
+            raise _FileDuplicate(duplicate_key_path(exc, root), exc) from None
         doc, case_nodes = {}, None
         for key_node, value_node in root.value:
             key = loader.construct_object(key_node, deep=True)
@@ -214,14 +301,34 @@ def _safe_load(text: str):
                     try:
                         case_nodes.append((item, loader.construct_object(item, deep=True)))
                     except yaml.YAMLError as exc:
+                        reset(loader)
                         case_nodes.append((item, exc))
             else:
-                doc[key] = loader.construct_object(value_node, deep=True)
+                try:
+                    doc[key] = loader.construct_object(value_node, deep=True)
+                except DuplicateKeyError as exc:
+                    raise _FileDuplicate(duplicate_key_path(exc, value_node, str(key)), exc) from None
         if case_nodes is None and "cases" not in doc:
             case_nodes = []
         return doc, case_nodes
     finally:
         loader.dispose()
+
+
+
+class _FileDuplicate(Exception):
+    """A duplicated key outside the cases (top level, ``defaults:``): the whole file is in doubt."""
+
+    def __init__(self, path: str, error: DuplicateKeyError):
+        super().__init__(str(error))
+        self.path, self.error = path, error
+
+
+class _Text(str):
+    """Text shown as it is in a :class:`CaseError` (no quotes around a sentence)."""
+
+    def __repr__(self) -> str:
+        return str(self)
 
 
 def _node_id(node) -> str | None:
@@ -359,10 +466,10 @@ def _validate(entry: dict, file: str, label: str, from_matrix: bool = False) -> 
         raise err("input.shape", shape, f"{op}: [N, C] plus 0 to 3 spatial dims (rank 2 to 5)")
     if op == "instance_norm" and rank < 3:
         raise err("input.shape", shape, "instance_norm: at least one spatial dim, [N, C, L] or more")
-    layout = inp.get("layout", "channels_first")
+    layout = inp.get("layout", INPUT_DEFAULTS["layout"])
     if layout not in LAYOUTS:
         raise err("input.layout", layout, ", ".join(LAYOUTS))
-    dtype = inp.get("dtype", "float32")
+    dtype = inp.get("dtype", INPUT_DEFAULTS["dtype"])
     if dtype not in DTYPES:
         raise err("input.dtype", dtype, ", ".join(DTYPES))
     data, generator = inp.get("data"), inp.get("generator")
@@ -373,21 +480,21 @@ def _validate(entry: dict, file: str, label: str, from_matrix: bool = False) -> 
         if found != list(shape):
             raise err("input.data", f"nested list of shape {found}", f"a nested list of shape {list(shape)} (input.shape)")
     else:
-        generator = _generator(generator if generator is not None else {"dist": "normal"}, err, "input.generator")
+        generator = _generator(generator if generator is not None else INPUT_DEFAULTS["generator"], err, "input.generator")
 
-    params = _params(op, entry.get("params") or {}, shape, err)
+    params = _params(op, _or_empty(entry.get("params")), shape, err)
     if params.get("steps", 1) > 1 and data is not None:
         raise err("params.steps", params["steps"], "1 with literal input.data (later steps need input.generator)")
     if op == "batch_norm" and params["steps"] > 1 and not params["training"]:
         raise err("params.steps", params["steps"], "1 when training is false")
 
-    expect = entry.get("expect") or {}
+    expect = _or_empty(entry.get("expect"))
     if not isinstance(expect, dict):
         raise err("expect", expect, "a mapping with values and/or tolerance")
     for key in expect:
         if key not in ("values", "tolerance"):
             raise err(f"expect.{key}", key, "values, tolerance")
-    values = expect.get("values") or {}
+    values = _or_empty(expect.get("values"))
     if not isinstance(values, dict):
         raise err("expect.values", values, "a mapping {output name: nested list}")
     outputs = outputs_of(op, params)
@@ -401,8 +508,8 @@ def _validate(entry: dict, file: str, label: str, from_matrix: bool = False) -> 
         if not isinstance(tolerance, dict) or set(tolerance) - {"atol", "rtol"} or not tolerance:
             raise err("expect.tolerance", tolerance, "{atol: number >= 0, rtol: number >= 0}")
         for key, value in tolerance.items():
-            if not _is_num(value) or value < 0:
-                raise err(f"expect.tolerance.{key}", value, "a number >= 0")
+            if not _is_num(value) or not math.isfinite(value) or value < 0:  # inf passes all, nan fails all
+                raise err(f"expect.tolerance.{key}", value, "a finite number >= 0")
 
     return Case(file=file, id=cid, op=op, shape=tuple(shape), layout=layout, dtype=dtype, data=data,
                 generator=generator, params=params, expect_values=values, tolerance=tolerance,
@@ -431,9 +538,9 @@ def _params(op: str, given: Any, shape: list[int], err) -> dict:
         if not _is_num(eps) or not math.isfinite(eps) or eps < 0:
             raise err("params.eps", eps, "a finite number >= 0")
         params["eps"] = float(eps)
-    for key in ("variance", "running_variance"):
-        if key in params and params[key] not in DIVISORS:
-            raise err(f"params.{key}", params[key], "biased, unbiased")
+    for key, allowed in ENUM_PARAMS.items():
+        if key in params and params[key] not in allowed:
+            raise err(f"params.{key}", params[key], ", ".join(allowed))
     if op == "group_norm":
         groups = params["groups"]
         if not _is_int(groups) or groups < 1:
@@ -450,7 +557,7 @@ def _params(op: str, given: Any, shape: list[int], err) -> dict:
         if len(set(norm)) != len(norm):
             raise err("params.axes", axes, "distinct dims")
         params["axes"] = norm
-    for key in ("training", "eval_after", "track_running_stats", "grad"):
+    for key in BOOL_PARAMS:
         if key in params and not isinstance(params[key], bool):
             raise err(f"params.{key}", params[key], "true, false")
     if op == "instance_norm" and not params["track_running_stats"]:
@@ -482,13 +589,9 @@ def _params(op: str, given: Any, shape: list[int], err) -> dict:
             if key == "std" and any(v == 0 or not math.isfinite(v) for v in value):
                 raise err("params.std", value, "finite, non-zero numbers")
             params[key] = [float(v) for v in value]
-    if not isinstance(params.get("framework_defaults", False), bool):
-        raise err("params.framework_defaults", params["framework_defaults"], "true, false")
-    if op == "channel_stats" and params["method"] not in ("pooled", "per_image_mean"):
-        raise err("params.method", params["method"], "pooled, per_image_mean")
     # Per-channel arrays: literal or {generator: ...}.
-    for key in ("weight", "bias", "running_mean", "running_var"):
-        if key not in params or params[key] is None:
+    for key in ARRAY_PARAMS:
+        if key == "grad_output" or key not in params or params[key] is None:  # grad_output: shaped like y, above
             continue
         want = [c] if op != "layer_norm" else [shape[a] for a in params["axes"]]
         params[key] = _array_param(params[key], want, f"params.{key}", err)
@@ -515,9 +618,7 @@ def _generator(gen: Any, err, key: str) -> dict:
     for name in gen:
         if name not in GENERATOR_KEYS[dist]:
             raise err(f"{key}.{name}", name, f"keys of {dist}: {', '.join(GENERATOR_KEYS[dist])}")
-    defaults = {"normal": {"mean": 0.0, "std": 1.0}, "uniform": {"low": 0.0, "high": 1.0},
-                "constant": {"value": 0.0}}[dist]
-    out = {"dist": dist, **defaults, "seed": 0}
+    out = {"dist": dist, **GENERATOR_DEFAULTS[dist], "seed": 0}
     for name, value in gen.items():
         if name == "dist":
             continue
@@ -532,6 +633,11 @@ def _generator(gen: Any, err, key: str) -> dict:
     if dist == "uniform" and out["high"] < out["low"]:
         raise err(f"{key}.high", out["high"], f"a number >= low ({out['low']})")
     return out
+
+
+def _or_empty(value: Any) -> Any:
+    """``key:`` with nothing after it (null) is an empty mapping; anything else must be a mapping itself."""
+    return {} if value is None else value
 
 
 def _is_int(value: Any) -> bool:

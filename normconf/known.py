@@ -8,21 +8,59 @@ Each entry::
       cause: one_pass_variance       # a cause id from DESIGN.md
       reason: E[x^2]-E[x]^2 in float32 cancels when |mean| >> std
       link: https://github.com/...
+      platform_dependent: false      # optional, default false (below)
 
 An entry that matches a result whose outputs all agree is *stale* and reported as such.
+
+``platform_dependent: true`` is for a discrepancy that shows on some machines and not on others (a
+kernel chosen by the CPU's instruction set, a BLAS, a GPU): for a result it matches, both a pass
+and the explained mismatch are accepted, it is never stale, and the JSON records which of the two
+happened. Use it only when the link or the reason says why the platform decides.
+
+A key written twice in one entry is an error naming the key and both lines (PyYAML alone would keep
+the last value); ``!!python/...`` tags are refused as by ``yaml.safe_load``.
 """
 from __future__ import annotations
 
 import fnmatch
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from .yamlload import UNIQUE_KEYS, DuplicateKeyError
+from .yamlload import load as load_yaml
 
 CAUSES = ("variance_divisor", "eps_value", "eps_on_std", "one_pass_variance", "low_precision_accumulation",
           "reduction_axes", "momentum_convention", "running_variance_estimator", "per_image_std",
           "affine_default")
-KEYS = ("adapter", "case", "outputs", "dtypes", "cause", "reason", "link")
+KEYS = ("adapter", "case", "outputs", "dtypes", "cause", "reason", "link", "platform_dependent")
+REQUIRED = ("adapter", "case", "cause", "reason", "link")
+TOP_KEYS = ("entries",)
+# What each key and cause means: editors show it on hover (normconf/schema.py puts it into the schema).
+DOCS = {
+    "entries": "Mismatches seen in the matrix, explained and linked; matched strictly (an entry whose outputs agree is stale).",
+    "adapter": "Adapter name, an fnmatch pattern (`*numpy*`).",
+    "case": "<file stem>/<case id>, an fnmatch pattern (`batch_norm/half_offset_*`).",
+    "outputs": "Outputs it excuses (default: every output); any other output that is off still fails.",
+    "dtypes": "Input dtypes it applies to (default: every dtype).",
+    "cause": "The cause id of the convention or precision change that explains the mismatch.",
+    "reason": "Why the framework computes something else, with the evidence.",
+    "link": "https:// link to the upstream issue or documentation.",
+    "platform_dependent": ("true: the discrepancy shows on some platforms only; a pass and the explained mismatch "
+                           "are both accepted, never stale, and the JSON records which happened."),
+}
+CAUSE_DOCS = {
+    "variance_divisor": "n-1 instead of n, or n instead of n-1",
+    "eps_value": "another eps (the fitted value is reported)",
+    "eps_on_std": "eps added to the standard deviation instead of the variance",
+    "one_pass_variance": "variance as E[x^2]-E[x]^2 computed in the input dtype",
+    "low_precision_accumulation": "sums accumulated in the input dtype (float16/bfloat16, or float32 over many values)",
+    "reduction_axes": "statistics over other axes (layout misread, unbatched input misread)",
+    "momentum_convention": "momentum applied to the old value instead of the new",
+    "running_variance_estimator": "the other divisor in the running variance",
+    "per_image_std": "mean of per-image stds instead of the pooled std",
+    "affine_default": "a scale or shift the case did not ask for (or a missing one)",
+}
 
 
 @dataclass(frozen=True)
@@ -35,6 +73,7 @@ class Known:
     reason: str
     link: str
     index: int
+    platform_dependent: bool = False
 
     def matches(self, case_key: str, adapter: str, dtype: str) -> bool:
         return (fnmatch.fnmatchcase(adapter, self.adapter) and fnmatch.fnmatchcase(case_key, self.case)
@@ -56,10 +95,17 @@ def load(path: str | Path) -> list[Known]:
     path = Path(path)
     if not path.exists():
         return []
-    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    text = path.read_text(encoding="utf-8")
+    try:
+        doc = load_yaml(text) or {}
+    except DuplicateKeyError as exc:
+        raise KnownError(f"{path}: {_where(exc)}: found {exc}; allowed: {UNIQUE_KEYS}") from None
     entries = doc.get("entries", []) if isinstance(doc, dict) else None
     if not isinstance(entries, list):
         raise KnownError(f"{path}: found {type(doc).__name__}; allowed: a mapping with 'entries:' (a list)")
+    for key in doc:
+        if key not in TOP_KEYS:  # a misspelt 'entries:' would otherwise excuse nothing, silently
+            raise KnownError(f"{path}: key {key!r}: found {key!r}; allowed: top-level keys: {', '.join(TOP_KEYS)}")
     known = []
     for i, entry in enumerate(entries, start=1):
         def bad(key, found, allowed):
@@ -82,6 +128,18 @@ def load(path: str | Path) -> list[Known]:
             if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
                 raise bad(key, value, "a list of names")
             lists[key] = tuple(value) if value is not None else None
+        platform_dependent = entry.get("platform_dependent", False)
+        if not isinstance(platform_dependent, bool):
+            raise bad("platform_dependent", platform_dependent, "true, false (default false)")
         known.append(Known(entry["adapter"], entry["case"], lists["outputs"], lists["dtypes"], entry["cause"],
-                           entry["reason"].strip(), entry["link"], i))
+                           entry["reason"].strip(), entry["link"], i, platform_dependent))
     return known
+
+
+def _where(error: DuplicateKeyError) -> str:
+    """``entry #3: key 'cause'`` (or ``key 'entries'`` at the top): where a duplicated key is."""
+    path = error.path or str(error.key)
+    match = re.match(r"entries\[(\d+)\]\.?(.*)$", path)
+    if match:
+        return f"entry #{int(match.group(1)) + 1}: key {(match.group(2) or path)!r}"
+    return f"key {path!r}"
