@@ -174,14 +174,59 @@ def _worst(values):
     return max(values)
 
 
+# Environment variables that change the numbers a framework computes on a CPU (instruction set,
+# library dispatch, thread count, determinism), recorded when set: `tools/profiles.py` sets them to
+# simulate another machine, and a report must say which machine it simulated.
+NUMERICS_ENV = ("XLA_FLAGS", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA",
+                "TF_ENABLE_ONEDNN_OPTS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
+                "TF_DETERMINISTIC_OPS", "NPY_DISABLE_CPU_FEATURES", "NPY_ENABLE_CPU_FEATURES",
+                "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_CBWR",
+                "MKL_ENABLE_INSTRUCTIONS", "NVIDIA_TF32_OVERRIDE", "JAX_DEFAULT_MATMUL_PRECISION")
+# /proc/cpuinfo flags that decide which kernels (vector width, FMA, half-precision arithmetic) run
+CPU_FLAGS = ("sse4_2", "avx", "f16c", "fma", "avx2", "avx512f", "avx512dq", "avx512bw", "avx512vl",
+             "avx512_vnni", "avx512_bf16", "avx512_fp16",  # x86
+             "asimd", "fphp", "asimdhp", "asimddp", "bf16", "i8mm", "sve", "sve2")  # Arm
+
+
 def environment(adapters: dict, command: list[str] | None = None) -> dict:
+    """Where the results were computed: versions, the CPU and the numerics settings in force.
+
+    ``cpu``: ``model`` and the ISA ``flags`` of :data:`CPU_FLAGS` (and ``amx_*``) the CPU has (Linux:
+    ``/proc/cpuinfo``; elsewhere ``platform.processor()`` and no flags), ``count`` CPUs of which
+    ``usable`` by this process (``taskset`` lowers it). ``numerics_env``: the :data:`NUMERICS_ENV`
+    variables that are set. Never raises for want of a ``/proc``.
+    """
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "numpy": np.__version__,
         "command": command or sys.argv,
         "adapters": {name: a.describe() for name, a in adapters.items()},
+        "cpu": _cpu(),
+        "numerics_env": {k: os.environ[k] for k in NUMERICS_ENV if k in os.environ},
     }
+
+
+def _cpu() -> dict:
+    model, flags = None, set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                key = key.strip().lower()
+                if key in ("model name", "cpu model", "hardware") and model is None:
+                    model = value.strip() or None
+                elif key in ("flags", "features") and not flags:  # x86 / Arm; the first CPU stands for all
+                    flags = set(value.split())
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count()
+    known = [f for f in CPU_FLAGS if f in flags] + sorted(f for f in flags if f.startswith("amx"))
+    return {"model": model or platform.processor() or platform.machine() or None, "flags": known,
+            "count": os.cpu_count(), "usable": usable}
 
 
 def build(results: list[dict], env: dict, store: ArrayStore | None, cases: dict) -> dict:
