@@ -18,7 +18,7 @@ import numpy as np
 from . import oracle
 from .adapter import Adapter
 from .cases import Case, CaseError
-from .compare import compare, decimals, default_tolerance, fmt
+from .compare import Condition, compare, decimals, default_tolerance, fmt, margin
 from .explain import explain
 from .inputs import generate
 from .known import Known
@@ -152,7 +152,8 @@ def record(case: Case, adapter: str, **fields) -> dict:
     return {"case": case.key, "adapter": adapter, "op": case.op, "dtype": case.dtype,
             "layout": case.layout, "shape": list(case.shape), "tags": list(case.tags),
             "status": None, "reason": None, "outputs": {}, "explanation": None, "seconds": 0.0,
-            "native": {}, "known": None, "arrays": {}, **fields}
+            "native": {}, "known": None, "margin": None, "margin_output": None, "verdict": None,
+            "strict": None, "arrays": {}, **fields}
 
 
 def evaluate(case: Case, adapter: Adapter, known: list[Known] = ()) -> dict:
@@ -200,6 +201,7 @@ def evaluate(case: Case, adapter: Adapter, known: list[Known] = ()) -> dict:
     entries = [k for k in known if k.matches(case.key, adapter.name, case.dtype)]
     result["native"] = native
     failed, excused, stale = [], [], []
+    native_matters: dict[str, bool] = {}  # per output: whether its verdict rests on the native comparison
     for name in wanted:
         got = result["arrays"][name]
         try:
@@ -210,12 +212,15 @@ def evaluate(case: Case, adapter: Adapter, known: list[Known] = ()) -> dict:
         if name in case.expect_values:
             vs = compare(np.asarray(case.expect_values[name]), got, case.dtype,
                          **values_tolerance(case, name, ctx.tolerance[name]))
-            metrics["vs_values"] = {k: vs[k] for k in ("max_abs", "worst_index", "atol", "ok")}
+            metrics["vs_values"] = {k: vs[k] for k in ("max_abs", "worst_index", "atol", "ratio", "ok")}
             ok = ok and vs["ok"]
         if variant is not None:
             as_native = compare(variant[name], got, case.dtype, **ctx.tolerance[name])
             native_differs = not compare(variant[name], ctx.expected[name], case.dtype, **ctx.tolerance[name])["ok"]
             metrics["vs_native"] = {k: as_native[k] for k in ("max_abs", "ratio", "ok")}
+            # off and excused by the convention, or agreeing where the convention would not: either
+            # way the verdict also rests on the comparison with the oracle under the convention
+            native_matters[name] = (not ok and as_native["ok"]) or (ok and native_differs)
             if not ok and as_native["ok"]:
                 excused.append((name, "native", _native_text(adapter, native)))
             elif ok and native_differs and not as_native["ok"]:
@@ -227,15 +232,18 @@ def evaluate(case: Case, adapter: Adapter, known: list[Known] = ()) -> dict:
         entry = next((k for k in entries if k.covers(name)), None)
         if entry is not None:
             excused.append((name, "known", f"{entry.label()}: {entry.reason} [{entry.cause}] {entry.link}"))
-            result["known"] = {"index": entry.index, "cause": entry.cause, "reason": entry.reason, "link": entry.link}
+            result["known"] = _known_record(entry, "mismatch")
         else:
             failed.append(name)
     for entry in entries:
         covered = [n for n in wanted if entry.covers(n)]
         if covered and not any(e[0] in covered and e[1] == "known" for e in excused) and not failed:
+            if _platform_dependent(entry):  # a pass is accepted too: it says which one happened here
+                result["known"] = result["known"] or _known_record(entry, "agrees")
+                continue
             stale.append((",".join(covered), f"{entry.label()} expects a mismatch in {covered}, "
                                              f"but they agree: the entry is stale"))
-            result["known"] = {"index": entry.index, "cause": entry.cause, "reason": entry.reason, "link": entry.link}
+            result["known"] = _known_record(entry, "agrees")
     if failed or excused:
         # why: the single change of convention that makes the oracle reproduce the output
         start = time.perf_counter()
@@ -256,7 +264,62 @@ def evaluate(case: Case, adapter: Adapter, known: list[Known] = ()) -> dict:
                                  f"not the declared {', '.join(sorted(declared))}]")
     else:
         result["status"] = "pass"
+        if result["known"]:
+            k = result["known"]
+            result["reason"] = (f"agrees here; known_discrepancies.yaml #{k['index']} is platform_dependent: "
+                                f"its mismatch ([{k['cause']}]) is seen on other machines and accepted too")
+    loose = {n for n in wanted for e in entries if _platform_dependent(e) and e.covers(n)}
+    result.update(margin(_conditions(result["status"], result["outputs"], failed, excused, native_matters,
+                                     loose)))
     return result
+
+
+def _platform_dependent(entry: Known) -> bool:
+    return bool(getattr(entry, "platform_dependent", False))
+
+
+def _known_record(entry: Known, observed: str) -> dict:
+    """The ``known`` field of a result: the entry, whether it is platform dependent, and whether the
+    mismatch it describes was seen here (``observed``: "mismatch" or "agrees")."""
+    return {"index": entry.index, "cause": entry.cause, "reason": entry.reason, "link": entry.link,
+            "platform_dependent": _platform_dependent(entry), "observed": observed}
+
+
+def _conditions(status: str, outputs: dict, failed: list, excused: list, native_matters: dict,
+                loose: set) -> list[Condition]:
+    """The comparisons a verdict rests on, each with the error / tolerance it stands at (see
+    :func:`normconf.compare.margin`). ``fail`` rests on its worst failing output staying out. The
+    other verdicts rest on every comparison keeping its outcome: each output that agrees must keep
+    agreeing, the excused outputs must stay out (any one of them is enough: one condition on the
+    worst), and where a native convention is in play, the comparison with the oracle under it too.
+    Outputs covered by a ``platform_dependent`` known entry (``loose``) give non-strict conditions:
+    there a pass and the mismatch are both accepted."""
+    if status == "fail":
+        worst = max(failed, key=lambda n: _ratio_of(outputs[n]))
+        return [Condition(worst, "differ", _ratio_of(outputs[worst]))]
+    if status not in ("pass", "expected", "stale"):
+        return []
+    conditions = []
+    names = {e[0] for e in excused}
+    for name, metrics in outputs.items():
+        if name not in names:
+            conditions.append(Condition(name, "agree", _ratio_of(metrics), name not in loose))
+        if native_matters.get(name):
+            vs = metrics["vs_native"]
+            conditions.append(Condition(f"{name} (native)", "agree" if vs["ok"] else "differ",
+                                        _as_float(vs["ratio"]), True))
+    if names:
+        worst = max(names, key=lambda n: _ratio_of(outputs[n]))
+        conditions.append(Condition(worst, "differ", _ratio_of(outputs[worst]), not names <= loose))
+    return conditions
+
+
+def _ratio_of(metrics: dict) -> float:
+    """error / tolerance of an output: against the oracle and, where given, against expect.values."""
+    ratio = _as_float(metrics.get("ratio"))
+    if "vs_values" in metrics:
+        ratio = max(ratio, _as_float(metrics["vs_values"].get("ratio", 0.0)))
+    return ratio
 
 
 #: Inputs larger than this are explained on a slice (see :func:`_explain`).

@@ -22,6 +22,7 @@ import math
 import shlex
 from pathlib import Path
 
+from .compare import FIRM_AGREE, FIRM_DIFFER
 from .report import SCHEMA_VERSION, STATUSES
 
 # Most severe first: the status a heatmap cell shows when merged runs disagree.
@@ -34,6 +35,8 @@ STATUS_TEXT = {"pass": "pass", "fail": "fail: out of tolerance",
                "error": "error: the adapter raised (or the case is wrong)",
                "unsupported": "unsupported by the framework",
                "unavailable": "unavailable here (module or device missing)"}
+# The verdict filter's choices: a strict fragile verdict is one the run enforces (no platform_dependent entry).
+VERDICTS = ("firm", "fragile", "fragile, strict")
 # Heatmap colours: error / tolerance on a log scale, 1e-4 .. 1e4 in half decades (17 buckets).
 LOG_LOW, LOG_HIGH, PER_DECADE = -4, 4, 2
 STOPS = [(-4, (238, 247, 238)), (-2, (191, 227, 180)), (-1, (140, 207, 126)), (-0.25, (210, 230, 110)),
@@ -288,8 +291,32 @@ def _header(doc, results, adapters, case_keys) -> str:
                            ("cases", "cases"), ("environment", "environment")))
     if doc.get("conflicts"):
         nav += ' \u00b7 <a href="#conflicts">conflicts</a>'
+    fragile = [r for r in results if r.get("verdict") == "fragile"]
+    strict = sum(bool(r.get("strict")) for r in fragile)
+    firmness = (f'<p class="vd">{len(fragile)} fragile verdict{"" if len(fragile) == 1 else "s"} '
+                f'(<b>{strict} strict</b>): error / tolerance between {FIRM_AGREE:g} and {FIRM_DIFFER:g}, where '
+                'another machine\'s order of additions could flip the result; marked \u25e4 in the heatmap '
+                '(grey where a <code>platform_dependent</code> known entry accepts either outcome).</p>')
     return (f'<header><h1>normconf conformance report</h1><p>{len(results)} results, {len(case_keys)} cases, '
-            f'{len(adapters)} adapters: {total}</p>{src}<nav>{nav}</nav></header>')
+            f'{len(adapters)} adapters: {total}</p>{firmness}{_cpus(doc.get("environment") or {})}{src}'
+            f'<nav>{nav}</nav></header>')
+
+
+def _cpus(env: dict) -> str:
+    """The CPU of each run (``environment.cpu``: model and the ISA flags that change numerics), when
+    the runs recorded it: verdicts near their tolerance depend on it."""
+    runs = env.get("runs") if isinstance(env.get("runs"), list) else [env]
+    lines = []
+    for run in runs:
+        cpu = run.get("cpu")
+        if not isinstance(cpu, dict):
+            continue
+        flags = cpu.get("flags")
+        flags = " ".join(str(f) for f in flags) if isinstance(flags, list) else str(flags or "")
+        source = f' (<code>{_e(run["source"])}</code>)' if run.get("source") else ""
+        lines.append(f'<span class="cpu">CPU{source}: <b>{_e(cpu.get("model") or "unknown")}</b>'
+                     + (f'; flags: <code>{_e(flags)}</code>' if flags else "") + "</span>")
+    return f'<p class="cpus">{"<br>".join(lines)}</p>' if lines else ""
 
 
 def _count(results) -> dict:
@@ -310,7 +337,7 @@ def _filters(info, adapters) -> str:
     tags = sorted({t for i in info.values() for t in i["tags"]})
     return ('<section id="filters" class="filters"><b>filter</b> '
             + select("op", ops) + select("adapter", adapters) + select("dtype", dtypes)
-            + select("status", STATUSES) + select("tag", tags)
+            + select("status", STATUSES) + select("verdict", VERDICTS) + select("tag", tags)
             + '<button type="button" id="f-reset">reset</button> <span id="f-count"></span></section>')
 
 
@@ -382,8 +409,10 @@ def _heatmap(case_keys, info, by_case, adapters) -> str:
             ratio = max(ratios) if ratios else None
             status = str(shown.get("status") or "error")
             bucket = _bucket(ratio) if status not in ("unsupported", "unavailable", "error") else None
+            fragile = [r for r in records if r.get("verdict") == "fragile"]
             classes = (f"cell st-{status}" + (f" b{bucket}" if bucket is not None else "")
-                       + (" cf" if len(records) > 1 else ""))
+                       + (" cf" if len(records) > 1 else "")
+                       + ((" fr" if any(r.get("strict") for r in fragile) else " fr ns") if fragile else ""))
             title = f"{adapter}: {status}"
             if ratio is not None:
                 title += f", error/tolerance {_fmt(ratio)}"
@@ -391,6 +420,9 @@ def _heatmap(case_keys, info, by_case, adapters) -> str:
                             key=lambda nm: _num(nm[1].get("ratio")), default=None)
                 if worst:
                     title += f" ({worst[0]}: max_abs {_fmt(worst[1].get('max_abs'))})"
+            for r in fragile:
+                title += (f"; fragile verdict: {r.get('margin_output')} at {_fmt(r.get('margin'))} x tolerance"
+                          + ("" if r.get("strict") else " (platform_dependent: either outcome accepted)"))
             if len(records) > 1:
                 title += "; runs disagree: " + ", ".join(f"{r.get('status')} in {r.get('source')}" for r in records)
             j = col[adapter]
@@ -400,6 +432,8 @@ def _heatmap(case_keys, info, by_case, adapters) -> str:
     legend = "".join(f'<span class="sw b{b}">{_e(_legend_label(b))}</span>'
                      for b in range((LOG_HIGH - LOG_LOW) * PER_DECADE + 1))
     icons = " ".join(f'<span class="sw key st-{s}">{ICONS[s] or "&nbsp;"}</span> {s}' for s in STATUSES)
+    icons += (' <span class="sw key fr">&nbsp;</span> fragile verdict <span class="sw key fr ns">&nbsp;</span> '
+              'fragile, either outcome accepted')
     return ('<section id="heatmap"><h2>Heatmap</h2>'
             f'<p class="legend">error / tolerance, max over outputs (log scale): {legend}</p>'
             f'<p class="legend">{icons} <span class="sw key cf">&nbsp;</span> runs disagree. '
@@ -624,6 +658,10 @@ def _result_entry(r: dict) -> dict:
             out[short] = _compact(r[key])
     if (r.get("known") or {}).get("link"):
         out["link"] = r["known"]["link"]
+    if (r.get("known") or {}).get("platform_dependent"):
+        out["pd"] = [r["known"].get("index"), r["known"].get("observed")]
+    if r.get("verdict"):  # firm / fragile, the margin and the output it rests on, strictness
+        out["v"] = [r["verdict"], _round(r.get("margin")), r.get("margin_output"), bool(r.get("strict"))]
     if r.get("traceback"):
         out["tb"] = str(r["traceback"])[-2000:]
     if isinstance(r.get("seconds"), (int, float)):
@@ -736,6 +774,12 @@ section,details.case{scroll-margin-top:48px}
 :is(.cell,.key).st-unavailable{color:#777;
   background:repeating-linear-gradient(45deg,#eceff2,#eceff2 3px,#d9dee3 3px,#d9dee3 5px)}
 :is(.cell,.key).cf{box-shadow:inset 0 0 0 2px #d0008f}
+.hm i.fr,.sw.fr{background-image:linear-gradient(135deg,#111 0 5px,transparent 5px)}
+.hm i.fr.ns,.sw.fr.ns{background-image:linear-gradient(135deg,#9aa3ab 0 5px,transparent 5px)}
+.sw.fr{background-color:#fff;border:1px solid var(--line)}
+p.vd,p.cpus{margin:2px 0;font-size:13px}.cpus code{font-size:11px}
+div.vd{font-size:11px;color:var(--mute);white-space:nowrap}div.vd.fragile{color:#b00;font-weight:bold}
+div.vd.fragile.ns{color:#8a5a00;font-weight:normal}
 .plot svg{max-width:100%;height:auto}
 details.case{border:1px solid var(--line);border-radius:4px;margin:3px 0;background:#fff;
   content-visibility:auto;contain-intrinsic-size:auto 28px}
@@ -850,7 +894,11 @@ function results(body, c) {
     var first = el("tr", {"data-a": r.a});
     first.append(el("td", {rowspan: Math.max(1, span)}, el("b", {text: r.a}),
                     r.src ? el("div", {cls: "meta"}, el("small", {text: r.src})) : null));
-    first.append(el("td", {rowspan: Math.max(1, span)}, badge(r.s)));
+    first.append(el("td", {rowspan: Math.max(1, span)}, badge(r.s), r.v ? el("div", {
+      cls: "vd " + r.v[0] + (r.v[3] ? "" : " ns"),
+      title: "the verdict rests on " + r.v[2] + " at " + fmt(r.v[1]) + " \u00d7 its tolerance",
+      text: r.v[0] + " (" + r.v[2] + " " + fmt(r.v[1]) + "\u00d7" + (r.v[0] === "fragile" && !r.v[3] ? ", not strict" : "") + ")"
+    }) : null));
     if (!names.length) { first.append(el("td", {colspan: 8, text: "no output compared"})); t.append(first); }
     names.forEach(function (name, i) {
       var m = r.o[name], row = i === 0 ? first : el("tr", {"data-a": r.a});
@@ -871,6 +919,8 @@ function results(body, c) {
     if (r.x) why.push("explanation: " + (r.x.cause ? "[" + r.x.cause + "] " : "") + (r.x.detail || "")
                       + (r.x.params ? " (" + text(r.x.params) + ")" : ""));
     if (r.nat) why.push("native conventions in play: " + text(r.nat));
+    if (r.pd) why.push("platform dependent: known_discrepancies.yaml #" + r.pd[0] + " accepts a pass or its mismatch; "
+                       + (r.pd[1] === "agrees" ? "it agrees here" : "the mismatch was seen here"));
     if (r.uo) why.push("outputs not compared: " + text(r.uo));
     if (r.tb) why.push("traceback:\n" + r.tb);
     if (why.length || r.link) {
@@ -979,20 +1029,26 @@ var rows = hm ? Array.prototype.slice.call(hm.querySelectorAll(".row")) : [];
 var sections = D.cases.map(function (c) { return document.getElementById(c.a); });
 function value(name) { var s = document.getElementById("f-" + name); return s ? s.value : ""; }
 function apply() {
-  var f = {op: value("op"), adapter: value("adapter"), dtype: value("dtype"), status: value("status"), tag: value("tag")};
+  var f = {op: value("op"), adapter: value("adapter"), dtype: value("dtype"), status: value("status"),
+           verdict: value("verdict"), tag: value("tag")};
   var col = D.adapters.indexOf(f.adapter);
   colStyle.textContent = col >= 0 ? "#hm [data-a]:not([data-a=\"" + col + "\"]){display:none}" : "";
   var shown = 0;
   D.cases.forEach(function (c, i) {
     var ok = (!f.op || c.op === f.op) && (!f.dtype || c.dtype === f.dtype) && (!f.tag || c.tags.indexOf(f.tag) >= 0);
-    if (ok && (f.adapter || f.status)) ok = c.res.some(function (r) {
-      return (!f.adapter || r.a === f.adapter) && (!f.status || r.s === f.status);
+    if (ok && (f.adapter || f.status || f.verdict)) ok = c.res.some(function (r) {
+      return (!f.adapter || r.a === f.adapter) && (!f.status || r.s === f.status) && verdictIs(r, f.verdict);
     });
     if (rows[i]) rows[i].hidden = !ok;
     if (sections[i]) sections[i].hidden = !ok;
     if (ok) shown++;
   });
   document.getElementById("f-count").textContent = "showing " + shown + " of " + D.cases.length + " cases";
+}
+function verdictIs(r, want) {  // "firm", "fragile" or "fragile, strict" (enforced: no platform_dependent entry)
+  if (!want) return true;
+  if (!r.v) return false;
+  return want === "fragile, strict" ? r.v[0] === "fragile" && r.v[3] : r.v[0] === want;
 }
 function reset() { selects.forEach(function (s) { s.value = ""; }); apply(); }
 selects.forEach(function (s) { s.addEventListener("change", apply); });

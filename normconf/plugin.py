@@ -19,7 +19,7 @@ import pytest
 from . import known as known_mod
 from .adapter import AdapterLoadError, registry
 from .cases import CaseError, is_case_file, load_file
-from .compare import fmt
+from .compare import FIRM_DIFFER, fmt
 from .engine import context, evaluate, record
 from .report import ArrayStore, build, case_summary, environment, headroom, write_json
 
@@ -336,6 +336,9 @@ def failure_text(case, adapter, result, nodeid, config) -> str:
                          f"{'ok' if v['ok'] else 'OUT OF TOLERANCE'}")
     if result.get("native"):
         lines.append(f"  native conventions in play: {result['native']}")
+    if result.get("verdict") == "fragile":
+        lines.append(f"  fragile verdict: {result['margin_output']} at {fmt(result['margin'])} x its tolerance, within "
+                     f"a factor {FIRM_DIFFER:g} of it: another machine's summation order could flip this result")
     if result.get("explanation"):
         lines.append(f"  explanation: {result['explanation'].get('detail')}")
     if result.get("traceback"):
@@ -543,6 +546,33 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                 tr.write_line(f"  known: {key} x{n}")
     for path in getattr(state, "written", ()):
         tr.write_line(f"results: {path}")
+    for line in fragile_lines(state.results):
+        tr.write_line(line)
+
+
+#: Fragile verdicts listed by name at the end of a run (the strict ones always; the rest up to this).
+FRAGILE_LISTED = 20
+
+
+def fragile_lines(results: list[dict]) -> list[str]:
+    """The end of every run: ``fragile verdicts: N (S strict)`` and the fragile results, strict ones
+    first, each with its margin (error / tolerance of the comparison closest to flipping). A strict
+    fragile verdict could flip on another machine and change the run's outcome; a non-strict one is
+    under a ``platform_dependent`` known entry, where both outcomes are accepted."""
+    fragile = [r for r in results if r.get("verdict") == "fragile"]
+    fragile.sort(key=lambda r: (not r.get("strict"), r["case"], r["adapter"]))
+    strict = sum(bool(r.get("strict")) for r in fragile)
+    lines = [f"fragile verdicts: {len(fragile)} ({strict} strict)"]
+    for i, r in enumerate(fragile):
+        if i >= max(strict, FRAGILE_LISTED):
+            lines.append(f"  ... and {len(fragile) - i} more (\"verdict\": \"fragile\" in conformance.json)")
+            break
+        known = r.get("known") or {}
+        why = (f"  (platform_dependent: known_discrepancies.yaml #{known.get('index')}, {known.get('observed')} here)"
+               if known.get("platform_dependent") else "")
+        lines.append(f"  {'strict' if r.get('strict') else 'not strict':<10} {fmt(r.get('margin')):>7}x  {r['status']:<8} "
+                     f"{r['case']}[{r['adapter']}] {r.get('margin_output')}{why}")
+    return lines
 
 
 def _workers(config) -> int:
