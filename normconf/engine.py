@@ -275,7 +275,7 @@ def evaluate(case: Case, adapter: Adapter, known: list[Known] = ()) -> dict:
 
 
 def _platform_dependent(entry: Known) -> bool:
-    return bool(getattr(entry, "platform_dependent", False))
+    return entry.platform_dependent
 
 
 def _known_record(entry: Known, observed: str) -> dict:

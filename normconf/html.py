@@ -293,7 +293,8 @@ def _header(doc, results, adapters, case_keys) -> str:
         nav += ' \u00b7 <a href="#conflicts">conflicts</a>'
     fragile = [r for r in results if r.get("verdict") == "fragile"]
     strict = sum(bool(r.get("strict")) for r in fragile)
-    firmness = (f'<p class="vd">{len(fragile)} fragile verdict{"" if len(fragile) == 1 else "s"} '
+    # a document from before verdicts had a margin has nothing to count
+    firmness = "" if not any("verdict" in r for r in results) else (f'<p class="vd">{len(fragile)} fragile verdict{"" if len(fragile) == 1 else "s"} '
                 f'(<b>{strict} strict</b>): error / tolerance between {FIRM_AGREE:g} and {FIRM_DIFFER:g}, where '
                 'another machine\'s order of additions could flip the result; marked \u25e4 in the heatmap '
                 '(grey where a <code>platform_dependent</code> known entry accepts either outcome).</p>')

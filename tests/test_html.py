@@ -310,6 +310,53 @@ def test_render_one_heatmap_cell_per_result_with_status_and_number():
     assert sorted(map(int, numpy)) == [2, 4, 6, 8, 10, 12]
 
 
+def fragile(doc):
+    """Mark two results fragile: torch on the second case (strict), tensorflow on the third (under a
+    platform_dependent entry: not strict)."""
+    keys = sorted({r["case"] for r in doc["results"]})
+    for r in doc["results"]:
+        r.update(margin=0.01, margin_output="y", verdict="firm", strict=True)
+        if (r["case"], r["adapter"]) == (keys[1], "torch"):
+            r.update(margin=0.83, verdict="fragile")
+        if (r["case"], r["adapter"]) == (keys[2], "tensorflow"):
+            r.update(margin=1.4, verdict="fragile", strict=False,
+                     known={"index": 7, "cause": "one_pass_variance", "reason": "r", "link": "https://example.org/7",
+                            "platform_dependent": True, "observed": "mismatch"})
+    return keys
+
+
+def test_render_marks_fragile_verdicts_and_counts_them():
+    doc = small()
+    keys = fragile(doc)
+    page = render(doc)
+    header = page[page.index("<header>"):page.index("</header>")]
+    assert "2 fragile verdicts (<b>1 strict</b>)" in header
+    cells = {(c["title"].split(":")[0], c["class"]) for c in Page(page).cells if "fr" in c["class"].split()}
+    assert {(a, "ns" in cls.split()) for a, cls in cells} == {("torch", False), ("tensorflow", True)}
+    marked = [c for c in Page(page).cells if "fr" in c["class"].split()]
+    assert all("fragile verdict: y at" in c["title"] for c in marked)
+    data = {c["k"]: c for c in Page(page).blob()["cases"]}
+    torch = next(r for r in data[keys[1]]["res"] if r["a"] == "torch")
+    tf = next(r for r in data[keys[2]]["res"] if r["a"] == "tensorflow")
+    assert torch["v"] == ["fragile", 0.83, "y", True] and "pd" not in torch
+    assert tf["v"] == ["fragile", 1.4, "y", False] and tf["pd"] == [7, "mismatch"]
+    assert '<option value="fragile, strict">' in page  # the verdict filter
+    # a report from before the margin existed: no count to make up, nothing marked
+    old = small()
+    assert "fragile verdict" not in render(old).split("</header>")[0]
+
+
+def test_render_header_shows_each_runs_cpu():
+    a, b = small(), small()
+    a["environment"]["cpu"] = {"model": "AMD EPYC 9654", "flags": ["avx2", "fma", "avx512f"]}
+    b["environment"]["cpu"] = {"model": "Intel Xeon <E5>", "flags": ["avx2", "fma"]}
+    header = render(merge([a, b], ["avx512.json", "avx2.json"])).split("</header>")[0]
+    assert "CPU (<code>avx512.json</code>): <b>AMD EPYC 9654</b>; flags: <code>avx2 fma avx512f</code>" in header
+    assert "CPU (<code>avx2.json</code>): <b>Intel Xeon &lt;E5&gt;</b>" in header
+    assert "CPU: <b>AMD EPYC 9654</b>" in render(a).split("</header>")[0]
+    assert "CPU" not in render(small()).split("</header>")[0], "no cpu recorded, no line"
+
+
 def test_render_overview_counts_per_adapter_and_op():
     doc = small()
     page = render(doc)
@@ -444,6 +491,8 @@ def test_browser_heatmap_filters_and_details(browser, tmp_path):
     a = small()
     for s in a["cases"].values():  # a gradient's atol is in units of its largest |expected|
         s["tolerance"]["grad_x"] = {"atol": 2.5e-6, "rtol": 0.0, "scale": "max"}
+    keys = fragile(a)
+    a["environment"]["cpu"] = {"model": "AMD EPYC", "flags": ["avx2", "avx512f"]}
     b = copy.deepcopy(a)
     b["results"] = [dict(r, status="fail") for r in b["results"] if r["adapter"] == "numpy"][:2]
     doc = merge([a, b], ["cpu.json", "gpu.json"])
@@ -472,6 +521,15 @@ def test_browser_heatmap_filters_and_details(browser, tmp_path):
     assert len([r for r in rows if r.is_displayed()]) == 2  # the conflicts: gpu.json says fail
     browser.find_element(By.ID, "f-reset").click()
     assert all(r.is_displayed() for r in rows)
+    Select(browser.find_element(By.ID, "f-verdict")).select_by_value("fragile")
+    assert [r.find_element(By.CSS_SELECTOR, ".rl").text for r in rows if r.is_displayed()] == keys[1:3]
+    Select(browser.find_element(By.ID, "f-verdict")).select_by_value("fragile, strict")
+    assert [r.find_element(By.CSS_SELECTOR, ".rl").text for r in rows if r.is_displayed()] == [keys[1]]
+    browser.find_element(By.ID, "f-reset").click()
+    assert all(r.is_displayed() for r in rows)
+    header = browser.find_element(By.TAG_NAME, "header").text
+    assert "2 fragile verdicts (1 strict)" in header and "CPU (cpu.json): AMD EPYC; flags: avx2 avx512f" in header
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#hm .cell.fr")) == 2
 
     target = browser.find_elements(By.CSS_SELECTOR, "#hm .row")[4].find_elements(By.CSS_SELECTOR, ".cell")[1]
     key = browser.find_elements(By.CSS_SELECTOR, "#hm .row")[4].find_element(By.CSS_SELECTOR, ".rl").text
@@ -486,6 +544,13 @@ def test_browser_heatmap_filters_and_details(browser, tmp_path):
     assert f"pytest 'cases/layer_norm.yaml::{key}[torch]'" in body.text
     assert f"normconf.reproduce('cases/layer_norm.yaml', '{key.split('/', 1)[1]}', 'torch')" in body.text
     assert body.find_elements(By.CSS_SELECTOR, "tr.hl"), "the clicked adapter's rows are highlighted"
+
+    # the verdict under each status, and what a platform_dependent entry means
+    fr = browser.find_element(By.ID, "case-" + keys[2])
+    browser.execute_script("arguments[0].open = true; arguments[0].scrollIntoView({block: 'center'})", fr)
+    WebDriverWait(browser, 10).until(lambda d: fr.find_element(By.CSS_SELECTOR, ".body").get_attribute("data-done"))
+    assert "fragile (y 1.4\u00d7, not strict)" in fr.text and "firm (y 0.01\u00d7)" in fr.text
+    assert "platform dependent: known_discrepancies.yaml #7 accepts a pass or its mismatch" in fr.text
 
     # the hostile description is shown as text, and nothing ran
     evil = browser.find_element(By.ID, "case-instance_norm/offset_0@mean=1")

@@ -1,0 +1,308 @@
+"""The verdict margin: how firm a verdict is, platform_dependent known entries, the end-of-run line.
+
+Adapters here return the oracle's output with its first element moved by a chosen fraction of the
+tolerance, so a result lands at a known error / tolerance: 0.1 (a firm pass), 0.8 (a fragile pass),
+1.5 (a fragile fail), 3 (a firm fail).
+"""
+import json
+import os
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from normconf import known as known_mod
+from normconf.cases import load_text
+from normconf.compare import FIRM_AGREE, FIRM_DIFFER, Condition, margin
+from normconf.engine import evaluate
+from normconf.plugin import fragile_lines
+
+pytest_plugins = ["pytester"]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+ADAPTERS = '''
+"""Adapters whose error is a chosen fraction of the tolerance."""
+import numpy as np
+
+from normconf import engine, oracle
+from normconf.adapter import Adapter
+
+
+class At(Adapter):
+    """The oracle's outputs, the first element of ``moved`` off by ``ratio`` times its tolerance."""
+
+    name, framework, ratio, moved = "at", "numpy", 0.0, ("y",)
+
+    def run(self, case, inputs):
+        out = oracle.reference(case, inputs)
+        tol = engine.context(case).tolerance
+        for name in self.moved:
+            v = out[name].reshape(-1)
+            v[0] += self.ratio * (tol[name]["atol"] + tol[name]["rtol"] * abs(v[0]))
+        return out
+
+
+class Firm(At):
+    name, ratio = "at-0.1", 0.1
+
+
+class Near(At):
+    name, ratio = "at-0.8", 0.8
+
+
+class JustOut(At):
+    name, ratio = "at-1.5", 1.5
+
+
+class Out(At):
+    name, ratio = "at-3", 3.0
+'''
+
+# a coarse tolerance, so that a move of 0.1 of it is not lost in float64 rounding
+CASES = """\
+defaults:
+  expect: {tolerance: {atol: 1.0e-3, rtol: 0.0}}
+cases:
+  - id: plain
+    op: instance_norm
+    input: {shape: [2, 3, 8], dtype: float64, generator: {dist: normal, seed: 3}}
+"""
+BATCH = CASES.replace("id: plain", "id: bn").replace("op: instance_norm", "op: batch_norm")
+
+
+def adapters_module():
+    namespace = {}
+    exec(compile(ADAPTERS, "user_adapters.py", "exec"), namespace)
+    return namespace
+
+
+A = adapters_module()
+
+
+def adapter(ratio, moved=("y",), name=None):
+    cls = type("Custom", (A["At"],), {"name": name or f"at-{ratio:g}", "ratio": ratio, "moved": moved})
+    return cls()
+
+
+def case(text=CASES):
+    return load_text(text, "cases/m.yaml")[0][0]
+
+
+def known(tmp_path, *entries):
+    """Known entries through the real loader (``platform_dependent`` validated there)."""
+    path = tmp_path / "known_discrepancies.yaml"
+    path.write_text("entries:\n" + "".join(textwrap.indent(textwrap.dedent(e), "  ") for e in entries))
+    return known_mod.load(path)
+
+
+def entry(adapter_name, platform_dependent=None, outputs="[y]"):
+    pd = "" if platform_dependent is None else f"platform_dependent: {str(platform_dependent).lower()}\n"
+    return f"""\
+        - adapter: {adapter_name}
+          case: "m/*"
+          outputs: {outputs}
+          cause: one_pass_variance
+          reason: a one-pass variance whose error depends on the order of the additions
+          link: https://example.org/issue/7
+          {pd}"""
+
+
+# ---------------------------------------------------------------------------------- classification
+
+def test_thresholds_are_a_factor_two_each_way():
+    assert (FIRM_AGREE, FIRM_DIFFER) == (0.5, 2.0)
+
+
+@pytest.mark.parametrize("need, ratio, verdict", [
+    ("agree", 0.0, "firm"), ("agree", 0.5, "firm"), ("agree", 0.51, "fragile"), ("agree", 0.99, "fragile"),
+    ("differ", 1.01, "fragile"), ("differ", 1.99, "fragile"), ("differ", 2.0, "firm"), ("differ", float("inf"), "firm"),
+])
+def test_one_condition(need, ratio, verdict):
+    got = margin([Condition("y", need, ratio)])
+    assert got["verdict"] == verdict and got["margin_output"] == "y" and got["strict"] is True
+    assert got["margin"] == (ratio if np.isfinite(ratio) else "inf")
+
+
+def test_the_margin_is_the_comparison_closest_to_flipping():
+    # y is far out (excused), running_var agrees at 0.7: the verdict rests on running_var
+    got = margin([Condition("y", "differ", 40.0), Condition("running_var", "agree", 0.7),
+                  Condition("running_mean", "agree", 0.01)])
+    assert got == {"margin": 0.7, "margin_output": "running_var", "verdict": "fragile", "strict": True}
+    # every comparison has room: the one with the least room is reported
+    got = margin([Condition("y", "differ", 2.5), Condition("running_var", "agree", 0.4)])
+    assert got == {"margin": 2.5, "margin_output": "y", "verdict": "firm", "strict": True}
+
+
+def test_a_strict_fragile_comparison_outweighs_a_loose_one():
+    loose = Condition("y", "agree", 0.99, strict=False)
+    assert margin([loose, Condition("grad_x", "agree", 0.1)]) == {
+        "margin": 0.99, "margin_output": "y", "verdict": "fragile", "strict": False}
+    got = margin([loose, Condition("grad_x", "agree", 0.6)])
+    assert got["margin_output"] == "grad_x" and got["strict"] is True
+
+
+def test_no_comparison_no_verdict():
+    assert margin([]) == {"margin": None, "margin_output": None, "verdict": None, "strict": None}
+
+
+# ---------------------------------------------------------------------------------- the engine
+
+@pytest.mark.parametrize("ratio, status, verdict", [(0.1, "pass", "firm"), (0.8, "pass", "fragile"),
+                                                    (1.5, "fail", "fragile"), (3.0, "fail", "firm")])
+def test_result_records_margin_and_verdict(ratio, status, verdict):
+    r = evaluate(case(), adapter(ratio))
+    assert (r["status"], r["verdict"], r["margin_output"], r["strict"]) == (status, verdict, "y", True)
+    assert r["margin"] == pytest.approx(ratio, rel=1e-9) == r["outputs"]["y"]["ratio"]
+
+
+def test_a_fail_rests_on_its_worst_failing_output_only():
+    c = case(BATCH)
+    r = evaluate(c, adapter(1.5, moved=("y", "running_var")) )
+    assert r["status"] == "fail" and r["verdict"] == "fragile"
+    # running_mean agrees, but a fail does not rest on it: y at 1.5 is what could come back in
+    r = evaluate(c, adapter(30.0, moved=("y",)))
+    assert r["status"] == "fail" and r["verdict"] == "firm" and r["margin"] == pytest.approx(30.0)
+
+
+def test_an_expected_result_also_rests_on_the_outputs_that_agree(tmp_path):
+    c = case(BATCH)
+    entries = known(tmp_path, entry("at-*", outputs="[y]"))
+    # y excused far out; running_var agrees at 0.8 of its tolerance: it could fail elsewhere
+    cls = type("Two", (A["At"],), {"name": "at-two", "ratio": 0.8, "moved": ("running_var",)})
+
+    class Both(cls):
+        def run(self, case, inputs):
+            out = super().run(case, inputs)
+            out["y"] = out["y"] + 1.0
+            return out
+
+    r = evaluate(c, Both(), entries)
+    assert r["status"] == "expected"
+    assert (r["verdict"], r["margin_output"], r["strict"]) == ("fragile", "running_var", True)
+    assert r["margin"] == pytest.approx(0.8)
+
+
+def test_unsupported_unavailable_and_error_carry_no_verdict():
+    class Raises(A["At"]):
+        name = "raises"
+
+        def run(self, case, inputs):
+            raise RuntimeError("no")
+
+    class Missing(A["At"]):
+        name, requires = "missing", ("normconf_no_such_module",)
+
+    class NoOp(A["At"]):
+        name, unsupported_ops = "noop", {"instance_norm": "not here"}
+
+    for a, status in ((Raises(), "error"), (Missing(), "unavailable"), (NoOp(), "unsupported")):
+        r = evaluate(case(), a)
+        assert r["status"] == status
+        assert (r["margin"], r["margin_output"], r["verdict"], r["strict"]) == (None, None, None, None)
+
+
+# ---------------------------------------------------------------------------------- platform_dependent
+
+def test_platform_dependent_entry_accepts_the_mismatch_and_says_so(tmp_path):
+    entries = known(tmp_path, entry("at-*", platform_dependent=True))
+    r = evaluate(case(), adapter(3.0), entries)
+    assert r["status"] == "expected"
+    assert r["known"]["platform_dependent"] is True and r["known"]["observed"] == "mismatch"
+
+
+def test_platform_dependent_entry_accepts_a_pass_instead_of_stale(tmp_path):
+    entries = known(tmp_path, entry("at-*", platform_dependent=True))
+    r = evaluate(case(), adapter(0.8), entries)
+    assert r["status"] == "pass", r["reason"]
+    assert r["known"]["platform_dependent"] is True and r["known"]["observed"] == "agrees"
+    assert "platform_dependent" in r["reason"]
+    # the verdict could flip here, but either outcome is accepted: fragile, not strict
+    assert (r["verdict"], r["strict"], r["margin"]) == ("fragile", False, pytest.approx(0.8))
+
+
+def test_a_plain_entry_that_agrees_is_still_stale(tmp_path):
+    for flag in (None, False):
+        entries = known(tmp_path, entry("at-*", platform_dependent=flag))
+        r = evaluate(case(), adapter(0.1), entries)
+        assert r["status"] == "stale"
+        assert r["known"]["platform_dependent"] is False and r["known"]["observed"] == "agrees"
+        assert (r["verdict"], r["strict"]) == ("firm", True)
+
+
+def test_platform_dependent_leaves_the_outputs_it_does_not_name_strict(tmp_path):
+    c = case(BATCH)
+    entries = known(tmp_path, entry("at-*", platform_dependent=True, outputs="[y]"))
+    r = evaluate(c, adapter(0.8, moved=("y", "running_var")), entries)
+    assert r["status"] == "pass"
+    assert (r["verdict"], r["margin_output"], r["strict"]) == ("fragile", "running_var", True)
+    r = evaluate(c, adapter(1.5, moved=("running_var",)), entries)
+    assert r["status"] == "fail", "an output the entry does not name is judged as usual"
+
+
+def test_fragile_lines_count_and_list_strict_first():
+    def res(key, status, ratio, strict, pd=False):
+        return {"case": f"m/{key}", "adapter": "a", "status": status, "margin": ratio, "margin_output": "y",
+                "verdict": "fragile" if 0.5 < ratio < 2 else "firm", "strict": strict,
+                "known": {"index": 4, "platform_dependent": True, "observed": "agrees"} if pd else None}
+
+    lines = fragile_lines([res("a", "pass", 0.9, False, pd=True), res("b", "fail", 1.3, True), res("c", "pass", 0.1, True),
+                           res("d", "expected", 2.5, True)])
+    assert lines[0] == "fragile verdicts: 2 (1 strict)"
+    assert "strict" in lines[1] and "1.3x" in lines[1] and "m/b[a] y" in lines[1]
+    assert "not strict" in lines[2] and "0.9x" in lines[2] and "known_discrepancies.yaml #4, agrees here" in lines[2]
+    assert len(lines) == 3
+    assert fragile_lines([]) == ["fragile verdicts: 0 (0 strict)"]
+
+
+# ---------------------------------------------------------------------------------- a real session
+
+@pytest.fixture
+def suite(pytester, monkeypatch):
+    """A repository-like folder whose built-in adapters are NumPy's only (no framework import)."""
+    import adapters
+    from adapters.numpy_adapter import NumpyAdapter
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
+    monkeypatch.setattr(adapters, "builtin", lambda: [NumpyAdapter()])
+    pytester.makeconftest('pytest_plugins = ["normconf.plugin"]')
+    pytester.makepyfile(user_adapters=ADAPTERS)
+    (pytester.path / "cases").mkdir()
+    (pytester.path / "cases" / "m.yaml").write_text(CASES)
+    pytester.syspathinsert()
+    return pytester
+
+
+def run(pytester, *args):
+    return pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:hypothesispytest",
+                                        "--report-dir", str(pytester.path / "reports"), *args)
+
+
+def test_summary_line_lists_fragile_verdicts(suite):
+    (suite.path / "cases" / "known_discrepancies.yaml").write_text(
+        "entries:\n" + textwrap.indent(textwrap.dedent(entry("at-0.8", platform_dependent=True)), "  "))
+    result = run(suite, "--adapters", "numpy", *[f"--adapter=user_adapters:{c}" for c in ("Firm", "Near", "JustOut", "Out")])
+    out = result.stdout.lines
+    at = next(i for i, line in enumerate(out) if line.startswith("fragile verdicts:"))
+    assert out[at] == "fragile verdicts: 2 (1 strict)"
+    assert out[at + 1].split() == ["strict", "1.5x", "fail", "m/plain[at-1.5]", "y"]
+    assert out[at + 2].split()[:5] == ["not", "strict", "0.8x", "pass", "m/plain[at-0.8]"]
+    assert "(platform_dependent: known_discrepancies.yaml #1, agrees here)" in out[at + 2]
+    doc = json.loads((suite.path / "reports" / "conformance.json").read_text())
+    got = {r["adapter"]: (r["status"], r["verdict"], r["strict"]) for r in doc["results"]}
+    assert got == {"numpy": ("pass", "firm", True), "at-0.1": ("pass", "firm", True),
+                   "at-0.8": ("pass", "fragile", False), "at-1.5": ("fail", "fragile", True),
+                   "at-3": ("fail", "firm", True)}
+    r = next(r for r in doc["results"] if r["adapter"] == "at-0.8")
+    assert r["known"]["platform_dependent"] is True and r["known"]["observed"] == "agrees"
+    # the failure text says the verdict is fragile
+    assert "fragile verdict: y at 1.5 x its tolerance" in result.stdout.str()
+
+
+def test_summary_line_is_printed_when_nothing_is_fragile(suite):
+    result = run(suite, "--adapters", "numpy")
+    out = result.stdout.lines
+    at = out.index("fragile verdicts: 0 (0 strict)")
+    assert out[at - 1].startswith("results: ") and out[at + 1].startswith("="), "the last line of the normconf summary"
