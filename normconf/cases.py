@@ -612,7 +612,7 @@ def _array_param(value: Any, want: list[int], key: str, err):
 
 
 def _generator(gen: Any, err, key: str) -> dict:
-    if not isinstance(gen, dict) or gen.get("dist") not in GENERATOR_KEYS:
+    if not isinstance(gen, dict) or not isinstance(gen.get("dist"), str) or gen["dist"] not in GENERATOR_KEYS:
         raise err(key, gen, "{dist: normal|uniform|constant, ...}")
     dist = gen["dist"]
     for name in gen:

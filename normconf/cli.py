@@ -1,8 +1,9 @@
-"""``python -m normconf list | golden | report``.
+"""``python -m normconf list | golden | report | schema``.
 
     python -m normconf list                      # adapters (with availability) and cases
     python -m normconf golden cases/seeds.yaml --out golden/
     python -m normconf report reports/conformance.json gpu.json -o reports/conformance.html
+    python -m normconf schema [--check]          # the JSON Schemas of case files, for editors
 """
 from __future__ import annotations
 
@@ -43,8 +44,12 @@ def main(argv=None) -> int:
     p_rep.add_argument("-o", "--output", default="reports/conformance.html", metavar="HTML")
     p_rep.add_argument("--json-out", default=None, metavar="JSON", help="also write the merged JSON here")
 
+    p_schema = sub.add_parser("schema", help="write the JSON Schemas of case files and known_discrepancies.yaml")
+    p_schema.add_argument("--out", default=None, metavar="DIR", help="output folder (default: normconf/schemas/, shipped)")
+    p_schema.add_argument("--check", action="store_true", help="write nothing; exit 1 if the shipped schemas are stale")
+
     args = parser.parse_args(argv)
-    return {"list": cmd_list, "golden": cmd_golden, "report": cmd_report}[args.command](args)
+    return {"list": cmd_list, "golden": cmd_golden, "report": cmd_report, "schema": cmd_schema}[args.command](args)
 
 
 def cmd_list(args) -> int:
@@ -132,6 +137,21 @@ def cmd_report(args) -> int:
     print(f"wrote {args.output} ({len(merged['results'])} results from {len(docs)} file(s))")
     return 0
 
+
+def cmd_schema(args) -> int:
+    """The JSON Schemas editors use, generated from the validator's tables (normconf/schema.py)."""
+    from . import schema
+
+    folder = Path(args.out) if args.out else schema.SCHEMA_DIR
+    if args.check:
+        stale = schema.stale(folder)
+        for name in stale:
+            print(f"error: {folder / name} differs from the validator's tables: run `python -m normconf schema`",
+                  file=sys.stderr)
+        return 1 if stale else 0
+    for path in schema.write(folder):
+        print(f"wrote {path}")
+    return 0
 
 
 if __name__ == "__main__":

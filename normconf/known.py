@@ -27,6 +27,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .cases import DTYPES, GRADIENTS, OUTPUTS
 from .yamlload import UNIQUE_KEYS, DuplicateKeyError
 from .yamlload import load as load_yaml
 
@@ -34,6 +35,7 @@ CAUSES = ("variance_divisor", "eps_value", "eps_on_std", "one_pass_variance", "l
           "reduction_axes", "momentum_convention", "running_variance_estimator", "per_image_std",
           "affine_default")
 KEYS = ("adapter", "case", "outputs", "dtypes", "cause", "reason", "link", "platform_dependent")
+OUTPUT_NAMES = tuple(dict.fromkeys([n for names in OUTPUTS.values() for n in names] + list(GRADIENTS)))
 REQUIRED = ("adapter", "case", "cause", "reason", "link")
 TOP_KEYS = ("entries",)
 # What each key and cause means: editors show it on hover (normconf/schema.py puts it into the schema).
@@ -123,10 +125,11 @@ def load(path: str | Path) -> list[Known]:
         if not entry["link"].startswith("https://"):
             raise bad("link", entry["link"], "an https:// link to the upstream issue or doc")
         lists = {}
-        for key in ("outputs", "dtypes"):
+        # a misspelt name would excuse nothing, silently: only names a result can have
+        for key, names in (("outputs", OUTPUT_NAMES), ("dtypes", DTYPES)):
             value = entry.get(key)
-            if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
-                raise bad(key, value, "a list of names")
+            if value is not None and (not isinstance(value, list) or not all(v in names for v in value)):
+                raise bad(key, value, f"a list of names among {', '.join(names)}")
             lists[key] = tuple(value) if value is not None else None
         platform_dependent = entry.get("platform_dependent", False)
         if not isinstance(platform_dependent, bool):
