@@ -392,3 +392,126 @@ def test_doc_defaults_of_a_minimal_case():
     # keys beyond DESIGN.md's table are this project's extensions (README), all off by default
     assert all(not case.params[k] for k in set(case.params) - set(design))
     assert case.outputs == ("y", "running_mean", "running_var")
+
+
+# ----------------------------------------------------------------------------- a key written twice
+
+DUPLICATE = "each key once per mapping"
+
+
+def test_duplicate_top_level_key_is_a_file_error():
+    text = "cases:\n" + BEFORE + "defaults: {op: layer_norm}\ncases:\n" + AFTER
+    cases, errors = load_text(text, FILE)
+    assert cases == [] and len(errors) == 1  # which cases: list is meant? neither runs
+    err = errors[0]
+    assert err.file == FILE and err.case_id is None and err.key == "cases"
+    assert str(err) == (f"{FILE}: key 'cases': found key 'cases' appears twice in one mapping (lines 1 and 4); "
+                        f"allowed: {DUPLICATE} (PyYAML would silently keep the last value)")
+
+
+def test_duplicate_key_in_defaults_is_a_file_error():
+    text = "defaults:\n  params: {eps: 1.0e-5, eps: 1.0e-3}\ncases:\n" + BEFORE + AFTER
+    cases, errors = load_text(text, FILE)
+    assert cases == [] and len(errors) == 1
+    assert errors[0].key == "defaults.params.eps"
+    assert "key 'eps' appears twice in one mapping (line 2, columns 12 and 25)" in str(errors[0])
+
+
+def test_duplicate_key_of_a_case():
+    err = load_with_neighbours("  - id: a\n    op: instance_norm\n    op: layer_norm\n    input: {shape: [1, 2, 3]}\n")
+    assert_names(err, "a", "op", "key 'op' appears twice in one mapping (lines 4 and 5)", [DUPLICATE])
+
+
+def test_duplicate_key_in_params_names_both_columns():
+    err = load_with_neighbours("  - {id: a, op: instance_norm, input: {shape: [1, 2, 3]}, params: {eps: 1.0e-5, eps: 1.0e-3}}\n")
+    assert_names(err, "a", "params.eps", "key 'eps' appears twice in one mapping (line 3, columns 68 and 81)",
+                 [DUPLICATE])
+
+
+def test_duplicate_key_in_input():
+    err = load_with_neighbours("  - id: a\n    op: instance_norm\n    input:\n      shape: [1, 2, 3]\n"
+                               "      generator: {dist: normal, seed: 1}\n      generator: {dist: normal, seed: 2}\n")
+    assert_names(err, "a", "input.generator", "key 'generator' appears twice in one mapping (lines 7 and 8)",
+                 [DUPLICATE])
+
+
+def test_duplicate_key_deep_in_a_matrix():
+    err = load_with_neighbours("  - id: a\n    op: instance_norm\n    input: {shape: [1, 2, 3]}\n"
+                               "    matrix:\n      params.eps: [1.0e-5]\n      params.eps: [1.0e-3]\n")
+    assert_names(err, "a", "matrix.params.eps", "key 'params.eps' appears twice in one mapping (lines 7 and 8)", [DUPLICATE])
+
+
+def test_a_merge_key_is_not_a_duplicate_and_an_alias_serves_two_cases():
+    text = ("cases:\n"
+            "  - &base {id: a, op: instance_norm, input: {shape: [1, 2, 3]}, params: {eps: 0.5}}\n"
+            "  - {<<: *base, id: b, params: {eps: 0.25}}\n"
+            "  - {id: c, op: layer_norm, input: {shape: [2, 3]}, params: &bad {eps: 1.0e-5, eps: 1.0e-3}}\n"
+            "  - {id: d, op: layer_norm, input: {shape: [2, 3]}, params: *bad}\n")
+    cases, errors = load_text(text, FILE)
+    assert [(c.id, c.params["eps"]) for c in cases] == [("a", 0.5), ("b", 0.25)]
+    # the shared mapping is reported for both cases that use it, not as a bogus recursion the second time
+    assert [(e.case_id, e.key) for e in errors] == [("c", "params.eps"), ("d", "params.eps")]
+    assert all("appears twice" in str(e) for e in errors)
+
+
+# ----------------------------------------------------------------------------- known_discrepancies.yaml
+
+ENTRY = "  - {adapter: torch, case: 'a/*', cause: eps_value, reason: r, link: 'https://example.org/1'%s}\n"
+
+
+def load_known(tmp_path, text):
+    from normconf import known
+    path = tmp_path / "known_discrepancies.yaml"
+    path.write_text(text)
+    return known.load(path)
+
+
+def known_error(tmp_path, text) -> str:
+    from normconf import known
+    with pytest.raises(known.KnownError) as info:
+        load_known(tmp_path, text)
+    return str(info.value)
+
+
+def test_duplicate_key_in_a_known_entry(tmp_path):
+    text = "entries:\n" + ENTRY % "" + "  - adapter: jax\n    case: b\n    cause: eps_value\n" \
+           "    reason: r\n    cause: variance_divisor\n    link: https://example.org/2\n"
+    message = known_error(tmp_path, text)
+    assert "known_discrepancies.yaml: entry #2: key 'cause': found key 'cause' appears twice in one mapping " \
+           "(lines 5 and 7); allowed: each key once per mapping" in message
+
+
+def test_duplicate_entries_key_in_the_known_file(tmp_path):
+    message = known_error(tmp_path, "entries:\n" + ENTRY % "" + "entries: []\n")
+    assert "key 'entries': found key 'entries' appears twice in one mapping (lines 1 and 3)" in message
+
+
+def test_known_platform_dependent(tmp_path):
+    plain, dependent = load_known(tmp_path, "entries:\n" + ENTRY % "" + ENTRY % ", platform_dependent: true")
+    assert plain.platform_dependent is False and dependent.platform_dependent is True
+    for bad in ("'yes'", "1", "null"):
+        message = known_error(tmp_path, "entries:\n" + ENTRY % f", platform_dependent: {bad}")
+        assert "entry #1: key 'platform_dependent'" in message and "allowed: true, false" in message
+
+
+@pytest.mark.parametrize("extra, key, allowed", [
+    (", outputs: [yy]", "outputs", "y, running_mean"),
+    (", dtypes: [float8]", "dtypes", "float64, float32"),
+    (", causes: eps_value", "causes", "platform_dependent"),
+])
+def test_known_entry_names_checked(tmp_path, extra, key, allowed):
+    message = known_error(tmp_path, "entries:\n" + ENTRY % extra)
+    assert f"entry #1: key {key!r}" in message and allowed in message.split("allowed:")[1]
+
+
+def test_misspelt_entries_key_is_an_error(tmp_path):
+    message = known_error(tmp_path, "entires:\n" + ENTRY % "")
+    assert "key 'entires'" in message and "allowed: top-level keys: entries" in message
+
+
+def test_known_file_refuses_python_tags(tmp_path):
+    import yaml as pyyaml
+    marker = tmp_path / "pwned"
+    with pytest.raises(pyyaml.YAMLError):
+        load_known(tmp_path, f"entries: !!python/object/apply:os.system ['touch {marker}']\n")
+    assert not marker.exists()
