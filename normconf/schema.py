@@ -105,8 +105,20 @@ def _doc(key: str) -> str:
 
 
 def _nullable(schema: dict) -> dict:
-    """``schema`` or null (a parameter given as null takes its default)."""
-    return {"anyOf": [schema, {"type": "null"}]}
+    """``schema`` or null (a parameter given as null takes its default). Written as a type list, an
+    enum with null, or one more branch of an anyOf rather than a new anyOf around it: editors then
+    report the real problem, not also "Expected null"."""
+    schema = dict(schema)
+    if "type" in schema:
+        types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        schema["type"] = types + ["null"]  # minimum, items, properties... do not apply to null
+    elif "enum" in schema:
+        schema["enum"] = schema["enum"] + [None]
+    elif "anyOf" in schema:
+        schema["anyOf"] = schema["anyOf"] + [{"type": "null"}]
+    else:
+        schema = {"anyOf": [schema, {"type": "null"}]}
+    return schema
 
 
 NUMBER = {"type": "number"}
@@ -137,8 +149,8 @@ def _defs() -> dict:
         "nested_non_negative": {
             "description": "A number >= 0 or a non-empty nested list of them.",
             "anyOf": [NON_NEGATIVE, {"type": "array", "minItems": 1, "items": {"$ref": NESTED_NON_NEGATIVE}}]},
+        # no "type" in the shared definitions: each use says object, or object or null
         "generator": {
-            "type": "object",
             "description": _doc("input.generator"),
             "properties": generator_props,
             "additionalProperties": False,
@@ -152,7 +164,7 @@ def _defs() -> dict:
         },
         "generated_param": {
             "description": "Values drawn like the input's, rounded to the case dtype.",
-            "type": "object", "properties": {"generator": {"$ref": GENERATOR}},
+            "type": "object", "properties": {"generator": {"type": "object", "$ref": GENERATOR}},
             "required": ["generator"], "additionalProperties": False,
         },
     }
@@ -201,9 +213,9 @@ def _input() -> dict:
                   "prefixItems": [{"type": "integer", "minimum": 0}], "items": {"type": "integer", "minimum": 1}},
         "layout": {"enum": list(C.LAYOUTS), "default": C.INPUT_DEFAULTS["layout"]},
         "dtype": {"enum": list(C.DTYPES), "default": C.INPUT_DEFAULTS["dtype"]},
-        "data": {"anyOf": [{"type": "null"}, {"type": "array", "maxItems": 0},
-                           {"type": "array", "minItems": 1, "items": {"$ref": NESTED}}]},
-        "generator": {"anyOf": [{"$ref": GENERATOR}, {"type": "null"}]},
+        # [] is the empty batch; otherwise a non-empty nested list
+        "data": {"type": ["array", "null"], "items": {"$ref": NESTED}},
+        "generator": {"type": ["object", "null"], "$ref": GENERATOR},
     }
     assert set(props) == set(C.INPUT_KEYS), "normconf.cases.INPUT_KEYS changed: update normconf.schema._input"
     for key in C.INPUT_KEYS:
@@ -241,19 +253,19 @@ def _case_properties(params: dict) -> dict:
         "source": {"type": "string"},
         "op": {"enum": list(C.OPS)},
         "input": {"$ref": "#/$defs/input"},
-        "params": {"anyOf": [{"$ref": "#/$defs/params"}, {"type": "null"}]},
-        "expect": {"anyOf": [{"type": "null"}, {
-            "type": "object", "additionalProperties": False,
+        "params": {"type": ["object", "null"], "$ref": "#/$defs/params"},
+        "expect": {
+            "type": ["object", "null"], "additionalProperties": False,
             "properties": {
-                "values": {"anyOf": [{"type": "null"}, {
-                    "type": "object", "description": _doc("expect.values"),
+                "values": {
+                    "type": ["object", "null"], "description": _doc("expect.values"),
                     "propertyNames": {"enum": all_outputs},
-                    "additionalProperties": {"$ref": NESTED}}]},
-                "tolerance": {"anyOf": [{"type": "null"}, {
-                    "type": "object", "description": _doc("expect.tolerance"), "minProperties": 1,
-                    "properties": tolerance, "additionalProperties": False}]},
-            }}]},
-        "matrix": {"anyOf": [{"type": "null"}, _matrix(params)]},
+                    "additionalProperties": {"$ref": NESTED}},
+                "tolerance": {
+                    "type": ["object", "null"], "description": _doc("expect.tolerance"), "minProperties": 1,
+                    "properties": tolerance, "additionalProperties": False},
+            }},
+        "matrix": {"type": ["object", "null"], **_matrix(params)},
         "tags": {"type": "array", "items": {"type": "string"}},
     }
     assert set(props) == set(C.CASE_KEYS), "normconf.cases.CASE_KEYS changed: update normconf.schema._case_properties"
@@ -266,7 +278,7 @@ def _matrix(params: dict) -> dict:
     """``{dotted.key: [values]}``: each value of a key the schema knows is checked like the key itself."""
     known = {f"input.{k}": {"$ref": f"#/$defs/input/properties/{k}"} for k in C.INPUT_KEYS}
     known.update({f"params.{k}": {"$ref": f"#/$defs/params/properties/{k}"} for k in params})
-    return {"type": "object", "minProperties": 1,
+    return {"minProperties": 1,
             "propertyNames": {"pattern": r"^(input|params|expect)(\.[^.]+)*$"},
             "properties": {k: {"type": "array", "minItems": 1, "items": v} for k, v in known.items()},
             "additionalProperties": {"type": "array", "minItems": 1}}
@@ -280,9 +292,9 @@ def _op_rules(op: str) -> dict:
     if op == "instance_norm":
         shape["minItems"] = 3
     rules = {
-        "params": {"anyOf": [{"type": "null"}, {"propertyNames": {"enum": list(C.PARAMS[op])}}]},
-        "expect": {"anyOf": [{"type": "null"}, {"properties": {"values": {"anyOf": [
-            {"type": "null"}, {"propertyNames": {"enum": _outputs(op)}}]}}}]},
+        # propertyNames and properties say nothing about a null: no anyOf with null needed
+        "params": {"propertyNames": {"enum": list(C.PARAMS[op])}},
+        "expect": {"properties": {"values": {"propertyNames": {"enum": _outputs(op)}}}},
     }
     if shape:
         rules["input"] = {"properties": {"shape": shape}}
@@ -295,7 +307,7 @@ def case_file_schema() -> dict:
     case_props = _case_properties(params)
     per_op = [{"if": {"properties": {"op": {"const": op}}, "required": ["op"]}, "then": {"$ref": f"#/$defs/op_{op}"}}
               for op in C.OPS]
-    case = {"$ref": "#/$defs/case_keys", "required": ["id"], "allOf": per_op}
+    case = {"type": "object", "$ref": "#/$defs/case_keys", "required": ["id"], "allOf": per_op}
     # a case without its own op takes the op of defaults: (and then needs one there)
     from_defaults = [{"if": {"properties": {"defaults": {"properties": {"op": {"const": op}}, "required": ["op"]}},
                              "required": ["defaults"]},
@@ -314,16 +326,16 @@ def case_file_schema() -> dict:
                         "needs several places of the file at once:\n" + rules),
         "type": "object",
         "properties": {
-            "defaults": {"description": _doc("defaults"), "anyOf": [{"type": "null"}, {"$ref": "#/$defs/case_keys"}]},
+            "defaults": {"description": _doc("defaults"), "type": ["object", "null"], "$ref": "#/$defs/case_keys"},
             "cases": {"description": _doc("cases"), "type": "array", "items": {"$ref": "#/$defs/case"}},
         },
         "additionalProperties": False,
         "allOf": [needs_op, *from_defaults],
         "$defs": {"case": case,
-                  "case_keys": {"type": "object", "properties": case_props, "additionalProperties": False},
+                  "case_keys": {"properties": case_props, "additionalProperties": False},
                   **{f"op_{op}": _op_rules(op) for op in C.OPS},
                   "input": _input(),
-                  "params": {"type": "object", "description": _doc("params"), "properties": params,
+                  "params": {"description": _doc("params"), "properties": params,
                              "additionalProperties": False},
                   **_defs()},
     }
@@ -336,8 +348,8 @@ def known_schema() -> dict:
         "adapter": dict(text), "case": dict(text), "reason": dict(text),
         "link": {"type": "string", "pattern": "^https://"},
         "cause": {"enum": list(K.CAUSES)},
-        "outputs": {"anyOf": [{"type": "null"}, {"type": "array", "items": {"enum": list(K.OUTPUT_NAMES)}}]},
-        "dtypes": {"anyOf": [{"type": "null"}, {"type": "array", "items": {"enum": list(C.DTYPES)}}]},
+        "outputs": {"type": ["array", "null"], "items": {"enum": list(K.OUTPUT_NAMES)}},
+        "dtypes": {"type": ["array", "null"], "items": {"enum": list(C.DTYPES)}},
         "platform_dependent": {"type": "boolean", "default": False},
     }
     assert set(props) == set(K.KEYS), "normconf.known.KEYS changed: update normconf.schema.known_schema"
