@@ -131,8 +131,7 @@ GENERATED = "#/$defs/generated_param"
 
 
 def _defs() -> dict:
-    union = sorted({k for keys in C.GENERATOR_KEYS.values() for k in keys if k != "dist"},
-                   key=lambda k: ["mean", "std", "low", "high", "value", "seed"].index(k))
+    union = list(dict.fromkeys(k for keys in C.GENERATOR_KEYS.values() for k in keys if k != "dist"))
     generator_props = {"dist": {"enum": list(C.GENERATOR_KEYS), "description": _doc("generator.dist")}}
     for key in union:
         schema = {"type": "integer", "minimum": 0, "default": 0} if key == "seed" else dict(NUMBER)
