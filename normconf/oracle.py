@@ -54,7 +54,9 @@ def fsum(v, axes, keepdims: bool = False) -> np.ndarray:
     v = np.asarray(v, dtype=np.float64)
     axes = tuple(a % v.ndim for a in axes)
     rest = [d for d in range(v.ndim) if d not in axes]
-    rows = np.transpose(v, rest + list(axes)).reshape(int(np.prod([v.shape[d] for d in rest])), -1)
+    # both sizes spelled out: with an empty batch one of them is 0, and reshape cannot infer a -1 beside it
+    rows = np.transpose(v, rest + list(axes)).reshape(int(np.prod([v.shape[d] for d in rest])),
+                                                      int(np.prod([v.shape[d] for d in axes])))
     out = np.array([_fsum(row) for row in rows]).reshape([v.shape[d] for d in rest])
     return np.expand_dims(out, axes) if keepdims else out
 
@@ -305,11 +307,14 @@ def condition(case: Case, inputs: dict) -> float:
     if case.op == "batch_norm" and not case.params["training"]:
         return 1.0
     eps = case.params.get("eps", 0.0)
-    # the slices' statistics are independent along the batch axis (channel axis for batch statistics)
+    # the slices' statistics are independent along any dim they do not reduce over (the batch axis,
+    # the channel axis for batch statistics); a layer norm over every dim, batch included, has none:
+    # its one slice is the whole input
     along = next((d for d in range(x.ndim) if d not in ax), None)
+    parts = _slices(x.shape, along) if along is not None and x.nbytes > SLICE_BYTES else [None]
     worst = 1.0
-    for part in (_slices(x.shape, along) if x.nbytes > SLICE_BYTES and along is not None else [slice(None)]):
-        mean, var = mean_var(cut_along(x, along, part), ax, 0)
+    for part in parts:
+        mean, var = mean_var(x if part is None else cut_along(x, along, part), ax, 0)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.abs(mean) / np.sqrt(var + eps)
         ratio = ratio[np.isfinite(ratio)]
