@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 
 import numpy as np
 
@@ -45,8 +46,6 @@ class TorchAdapter(Adapter):
         if case.op == "normalize":
             if importlib.util.find_spec("torchvision") is None:
                 return "torchvision is not installed (torchvision.transforms.Normalize)"
-            if len(case.shape) != 4:
-                return "torchvision Normalize reads dim -3 as channels: it takes [N, C, H, W] only"
         return super().unsupported(case)
 
     def tensor(self, x, case):
@@ -85,15 +84,21 @@ class TorchAdapter(Adapter):
             elif case.op == "normalize":
                 from torchvision.transforms import Normalize
 
-                out = {"y": Normalize(inputs["mean"].tolist(), inputs["std"].tolist())(x)}
+                # Normalize reads dim -3 as channels, (..., C, H, W): other ranks are viewed as [N, C, S, 1]
+                image = x if x.ndim == 4 else x.reshape(*x.shape[:2], math.prod(x.shape[2:]), 1)
+                out = {"y": Normalize(inputs["mean"].tolist(), inputs["std"].tolist())(image).reshape(x.shape)}
             else:  # channel_stats: what users write, x.mean / x.std over the non-channel dims
                 dims = (0,) + tuple(range(2, x.ndim))
                 unbiased = UNBIASED[p["variance"]]
                 if p["method"] == "pooled":
                     out = {"mean": x.mean(dim=dims), "std": x.std(dim=dims, unbiased=unbiased)}
                 else:
-                    per = tuple(range(2, x.ndim))
-                    out = {"mean": x.mean(dim=per).mean(dim=0), "std": x.std(dim=per, unbiased=unbiased).mean(dim=0)}
+                    # torch reads dim=() as every dim: an [N, C] input (one value per image and channel)
+                    # gets a trailing dim of its own to reduce over
+                    image = x if x.ndim > 2 else x.unsqueeze(-1)
+                    per = tuple(range(2, image.ndim))
+                    out = {"mean": image.mean(dim=per).mean(dim=0),
+                           "std": image.std(dim=per, unbiased=unbiased).mean(dim=0)}
         if grad:
             out["y"].backward(self.tensor(inputs["grad_output"], case))
             out.update({name: leaves[name.removeprefix("grad_")].grad for name in case.gradients})
