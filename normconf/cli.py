@@ -80,7 +80,13 @@ def cmd_list(args) -> int:
 
 
 def cmd_golden(args) -> int:
-    """Golden vectors: per case one .npz of float64 arrays (inputs hold values exact in the case dtype)."""
+    """Golden vectors: per case one .npz of float64 arrays (inputs hold values exact in the case dtype).
+
+    Never a traceback: a case that cannot be written (inputs that overflow its dtype, an exception
+    of the harness, a file that cannot be saved) is named on stderr with the reason and the others
+    are written. Exit status 0 when every case was written cleanly; 1 when a case file has errors, a
+    case could not be written, or a written case's oracle disagrees with its ``expect.values``
+    (recorded as ``problem`` in the manifest); 2 when nothing could be written at all."""
     cases, errors = load_paths(args.paths)
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
@@ -88,31 +94,66 @@ def cmd_golden(args) -> int:
         print("error: no valid case to write", file=sys.stderr)
         return 2
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    entries = []
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"error: --out {args.out}: cannot create the folder: {exc}", file=sys.stderr)
+        return 2
+    entries, failed, warned, names = [], [], 0, set()
     for i, case in enumerate(cases, start=1):
-        ctx = context(case)
-        arrays = {f"input.{k}": np.asarray(v, dtype=np.float64) for k, v in ctx.inputs.items() if k != "x_steps"}
-        for k, xk in enumerate(ctx.inputs.get("x_steps", [])):
-            arrays[f"input.x_step{k}"] = np.asarray(xk, dtype=np.float64)
-        arrays.update({f"output.{k}": np.asarray(v, dtype=np.float64) for k, v in ctx.expected.items()})
-        name = f"{safe_name(case.stem)}__{safe_name(case.id)}.npz"
-        np.savez(out / name, **arrays)
-        digest = hashlib.sha256((out / name).read_bytes()).hexdigest()
-        entries.append({"case": case.key, "file": name, "sha256": digest, "op": case.op, "dtype": case.dtype,
-                        "layout": case.layout, "shape": list(case.shape), "params": case.params,
-                        "arrays": {k: list(v.shape) for k, v in arrays.items()},
-                        "tolerance": {k: ctx.tolerance[k] for k in ctx.expected},
-                        "default_tolerance_formula": "see README, Tolerances",
-                        "problem": ctx.problem})
-        print(f"[{i}/{len(cases)}] {case.key} -> {name}", file=sys.stderr)
+        try:
+            entry = _golden_case(case, out, names)
+        except Exception as exc:  # named, not a traceback: the other cases are still written
+            reason = str(exc) if isinstance(exc, NotWritten) else f"{type(exc).__name__}: {exc}"
+            failed.append(case.key)
+            print(f"[{i}/{len(cases)}] error: {case.key}: not written: {reason}", file=sys.stderr)
+            continue
+        entries.append(entry)
+        print(f"[{i}/{len(cases)}] {case.key} -> {entry['file']}", file=sys.stderr)
+        if entry["problem"]:
+            warned += 1
+            print(f"warning: {case.key}: written, but {entry['problem']}", file=sys.stderr)
     manifest = {"schema_version": 1, "generator": "normconf golden",
                 "note": ("arrays are float64; input values are exactly representable in the case dtype; "
                          "outputs are the float64 oracle (two-pass statistics); canonical [N, C, *spatial] order"),
                 "cases": entries}
-    write_json(manifest, out / "manifest.json")
-    print(f"wrote {len(entries)} cases to {out}/ (manifest.json)")
-    return 1 if errors else 0
+    try:
+        write_json(manifest, out / "manifest.json")
+    except (OSError, TypeError, ValueError) as exc:
+        print(f"error: {out / 'manifest.json'}: not written: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    failures = f"; {len(failed)} not written: {', '.join(failed)}" if failed else ""
+    print(f"wrote {len(entries)} cases to {out}/ (manifest.json){failures}")
+    return 1 if errors or failed or warned else 0
+
+
+class NotWritten(Exception):
+    """A case golden cannot write, for a reason the message gives in full."""
+
+
+def _golden_case(case, out: Path, names: set) -> dict:
+    """Write one case's .npz into ``out``; returns its manifest entry (raises what goes wrong)."""
+    ctx = context(case)
+    if not ctx.inputs:  # found while drawing the inputs (values that overflow the dtype): nothing to write
+        raise NotWritten(ctx.problem)
+    arrays = {f"input.{k}": np.asarray(v, dtype=np.float64) for k, v in ctx.inputs.items() if k != "x_steps"}
+    for k, xk in enumerate(ctx.inputs.get("x_steps", [])):
+        arrays[f"input.x_step{k}"] = np.asarray(xk, dtype=np.float64)
+    arrays.update({f"output.{k}": np.asarray(v, dtype=np.float64) for k, v in ctx.expected.items()})
+    stem = f"{safe_name(case.stem)}__{safe_name(case.id)}"
+    name, n = f"{stem}.npz", 1
+    while name in names:  # the same stem and id in two folders: keep both files
+        n += 1
+        name = f"{stem}__{n}.npz"
+    names.add(name)
+    np.savez(out / name, **arrays)
+    digest = hashlib.sha256((out / name).read_bytes()).hexdigest()
+    return {"case": case.key, "file": name, "sha256": digest, "op": case.op, "dtype": case.dtype,
+            "layout": case.layout, "shape": list(case.shape), "params": case.params,
+            "arrays": {k: list(v.shape) for k, v in arrays.items()},
+            "tolerance": {k: ctx.tolerance[k] for k in ctx.expected},
+            "default_tolerance_formula": "see README, Tolerances",
+            "problem": ctx.problem}
 
 
 def cmd_report(args) -> int:
