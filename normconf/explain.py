@@ -498,7 +498,7 @@ class _Explainer:
         (True) or without (False) an eps that is no common value."""
         ok = [v for v in self.evaluated if v.ok and v.tier in tiers
               and (odd is None or bool(v.extra.get("odd_eps")) == odd)]
-        return min(ok, key=lambda v: (v.extra.get("fit", math.inf), v.score)) if ok else None
+        return min(ok, key=lambda v: (v.extra.get("fit", math.inf), v.score, not v.extra.get("underflow"))) if ok else None
 
     def report(self, hit: _Variant | None) -> dict:
         ranked = sorted(self.evaluated, key=lambda v: (not v.ok, v.tier if v.ok else 0, v.score))
@@ -551,6 +551,12 @@ class _Explainer:
 
     def discrete(self) -> list[_Variant]:
         case, p, out = self.case, self.case.params, []
+        if case.op in STAT_OPS and p.get("eps", 0) > 0 and float(round_to_dtype(p["eps"], case.dtype)) == 0:
+            # eps below the dtype's smallest subnormal (1e-12, 1e-8 in float16) is 0 when added in the
+            # input dtype: a zero-variance slice gives 0/0 = NaN. Named first on a tie: an n-1 divisor
+            # over one value makes the same NaN, but only the case's own arithmetic is needed for this.
+            out.append(_Variant("eps_value", {"eps": 0.0, "given": p["eps"], "dtype": case.dtype}, _underflow_text,
+                                changes={"eps": 0.0}, extra={"underflow": True}))
         if "variance" in p:
             other = OTHER[p["variance"]]
             out.append(_Variant("variance_divisor", {"variance": other, "n": self.n_of()}, _divisor_text,
@@ -880,6 +886,25 @@ def _divisor_text(ex: _Explainer, v: _Variant) -> str:
     else:  # eps, another change of a pair, or rounding moves the measured factor
         head = f"{name} = oracle x {measured:.5f} (sqrt({frac}) = {exact:.5f})"
     return f"{head}: {other} variance (divisor {n - 1 if other == 'unbiased' else n}), n = {n}"
+
+
+def _underflow_text(ex: _Explainer, v: _Variant) -> str:
+    """eps that rounds to 0 in the input dtype: how many slices have a variance of 0 there."""
+    case, dt, eps = v.extra.get("case", ex.case), v.params["dtype"], v.params["given"]
+    if case.op == "batch_norm" and not case.params["training"]:  # y normalized with the running statistics
+        var = np.asarray(ex.inputs["running_var"], dtype=np.float64)
+    elif case.op == "batch_norm" and case.params.get("eval_after"):  # ... with those just updated
+        var = np.asarray(ex.expected["running_var"], dtype=np.float64)
+    else:
+        forward, ax, _ = _geometry(case, ex.x)
+        var = oracle._moments(forward(ex.x), ax, DDOF[case.params["variance"]])[2]
+    zero = int((round_to_dtype(var, dt) == 0).sum())
+    tiny = 2.0 ** -24 if dt == "float16" else 2.0 ** -133 if dt == "bfloat16" else float(np.finfo(dt).smallest_subnormal)
+    head = (f"eps {eps:g} is 0 in {dt} (under half its smallest subnormal, {tiny:.3g}): added to the variance in "
+            f"{dt}, eps does not take effect (eps 0)")
+    if zero:
+        return f"{head}; var + eps = 0 in {zero} of {var.size} slice(s) of zero variance, where y = 0/0 = NaN instead of 0"
+    return f"{head}; y = (x - mean) / sqrt(var)"
 
 
 def _measured_scale(ex: _Explainer, name: str) -> float | None:

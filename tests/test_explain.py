@@ -405,3 +405,40 @@ def test_eval_after_training_is_explained_with_the_running_statistics():
     ctx = context(case)
     found = explain(case, inputs, ctx.expected, actual, ctx.tolerance)
     assert found["cause"] == "eps_on_std", found
+
+
+def test_eps_underflow_in_float16_is_not_named_the_variance_divisor():
+    """Issue 12: NumPy adds eps in the input dtype, and 1e-12 (1e-8 too) is 0 in float16: a slice of
+    one value, or of equal values, gives var + eps = 0 and y = 0/0 = NaN where the oracle gives 0.
+    That is eps not taking effect (eps_value, eps 0), not the n-1 divisor, even where the n-1 divisor
+    of a one-value slice makes the same NaN (it is then listed under ``also``)."""
+    numpy = NumpyAdapter()
+    for text, zero, tie in [
+        # the drawn case of the issue: a layer norm over one value, biased
+        ("{id: a, op: layer_norm, input: {shape: [1, 1], dtype: float16}, params: {eps: 1.0e-12}}", 1, True),
+        # one value per group, with an affine: NaN either way
+        ("{id: b, op: group_norm, input: {shape: [2, 2], dtype: float16}, params: {groups: 2, eps: 1.0e-8, "
+         "weight: [2.0, 0.5], bias: [1.0, -1.0]}}", 4, True),
+        # two slices of equal values (n = 3: the n-1 divisor gives 0, not NaN), one that is not
+        ("{id: c, op: instance_norm, input: {shape: [1, 3, 3], dtype: float16, data: [[[2.0, 2.0, 2.0], "
+         "[-1.0, -1.0, -1.0], [0.5, 1.5, -2.0]]]}, params: {eps: 1.0e-12}}", 2, False)]:
+        case = _one(f"cases: [{text}]")
+        ctx = context(case)
+        actual = numpy.run(case, ctx.inputs)
+        found = explain(case, ctx.inputs, ctx.expected, actual, ctx.tolerance)
+        assert found["cause"] == "eps_value", found
+        assert found["params"]["eps"] == 0.0 and found["params"]["dtype"] == "float16"
+        detail = found["detail"]
+        assert "is 0 in float16" in detail and f"var + eps = 0 in {zero} of" in detail and "0/0 = NaN" in detail
+        assert "n-1" not in detail
+        assert ("variance_divisor" in found.get("also", [])) == tie, found.get("also")
+    # 1e-12 is a float32 number: NumPy agrees with the oracle there
+    case = _one("cases: [{id: d, op: layer_norm, input: {shape: [1, 1], dtype: float32}, params: {eps: 1.0e-12}}]")
+    ctx = context(case)
+    assert explain(case, ctx.inputs, ctx.expected, numpy.run(case, ctx.inputs), ctx.tolerance) is None
+    # where eps does not underflow, the n-1 divisor over one value is still the n-1 divisor
+    case = _one("cases: [{id: e, op: layer_norm, input: {shape: [1, 1], dtype: float16}, params: {eps: 1.0e-3}}]")
+    ctx = context(case)
+    found = explain(case, ctx.inputs, ctx.expected, oracle.reference(case.with_params(variance="unbiased"), ctx.inputs),
+                    ctx.tolerance)
+    assert found["cause"] == "variance_divisor" and "the n-1 divisor is 0" in found["detail"]
