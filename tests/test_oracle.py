@@ -169,6 +169,35 @@ def test_large_mean_deviations_are_accurate():
     assert worst_ulps(case) <= ULPS
 
 
+def test_condition_of_a_layer_norm_over_every_dim_batch_included():
+    """No dim is left out of the statistics: the whole input is the one slice (issue 12: this raised
+    TypeError in cut_along), whole or in the large-input path."""
+    case = one("cases: [{id: a, op: layer_norm, input: {shape: [2, 1, 2], dtype: float64, data: [[[1, 3]], [[5, 7]]]}, "
+               "params: {axes: [0, 1, 2], eps: 0.0}}]")
+    inputs = generate(case)
+    assert oracle.condition(case, inputs) == pytest.approx(4.0 / np.sqrt(5.0), rel=1e-15)  # mean 4, var 5
+    np.testing.assert_allclose(oracle.reference(case, inputs)["y"].ravel(), np.array([-3, -1, 1, 3]) / np.sqrt(5.0))
+
+
+def test_condition_of_a_layer_norm_over_the_batch_axis_alone():
+    """Slices along the channel dim, each over the two images: the worst of them counts."""
+    case = one("cases: [{id: b, op: layer_norm, input: {shape: [2, 2], dtype: float64, data: [[1, 10], [3, 10.5]]}, "
+               "params: {axes: [-2], eps: 0.0}}]")
+    assert case.params["axes"] == [0]
+    assert oracle.condition(case, generate(case)) == pytest.approx(10.25 / 0.25, rel=1e-15)  # [1, 3]: 2 / 1
+
+
+def test_gradients_of_an_empty_batch_are_empty_and_parameter_sums_are_zero():
+    """With N = 0 the exact sums reshape rows of zero values (reshape(0, -1) cannot infer the -1)."""
+    case = one("cases: [{id: e, op: instance_norm, input: {shape: [0, 3, 4], dtype: float64, data: []}, "
+               "params: {grad: true, weight: [1.0, 2.0, 3.0], bias: [0.0, 0.0, 1.0]}}]")
+    got = oracle.reference(case, generate(case))
+    assert got["y"].shape == got["grad_x"].shape == (0, 3, 4)
+    np.testing.assert_array_equal(got["grad_weight"], np.zeros(3))
+    np.testing.assert_array_equal(got["grad_bias"], np.zeros(3))
+    assert oracle.fsum(np.ones((2, 0, 3)), (1,)).tolist() == [[0.0] * 3] * 2
+
+
 # ---- the tests above have teeth: mutated oracles must fail them ----------------------------
 
 def _mutant_eps_outside_sqrt(x, axes, eps, ddof):
