@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -72,55 +71,6 @@ def default_tolerance(dtype: str, condition: float = 1.0, output: str = "y") -> 
     if output in GRADIENTS:
         tolerance["scale"] = "max"
     return tolerance
-
-
-#: A verdict is *firm* when every comparison it rests on is at most FIRM_AGREE (an output that agrees)
-#: or at least FIRM_DIFFER (an output that is off) times its tolerance; otherwise it is *fragile*:
-#: adding the same numbers in another order (another CPU's vector width, another library dispatch,
-#: another thread count) could flip it. The factor 2 each way is the measured spread of error /
-#: tolerance under such reorderings (README, "How firm a verdict is"; benchmarks/summation_order.py).
-FIRM_AGREE = 0.5
-FIRM_DIFFER = 2.0
-
-
-@dataclass(frozen=True)
-class Condition:
-    """One comparison a verdict rests on: ``output`` must keep agreeing (``need="agree"``: error /
-    tolerance <= 1) or keep differing (``"differ"``: > 1); it stands at ``ratio``. ``strict``: False
-    where either outcome is accepted (a ``platform_dependent`` known discrepancy)."""
-
-    output: str
-    need: str
-    ratio: float
-    strict: bool = True
-
-    def room(self) -> float:
-        """How far from fragile: >= 1 is firm (the factor the error may still move by, over the
-        threshold's factor)."""
-        if self.need == "agree":
-            return math.inf if self.ratio <= 0 else FIRM_AGREE / self.ratio
-        return self.ratio / FIRM_DIFFER
-
-
-def margin(conditions) -> dict:
-    """``{margin, margin_output, verdict, strict}`` of a result from the comparisons it rests on.
-
-    ``margin`` is the error / tolerance of the comparison closest to flipping (a strict fragile one
-    first), ``verdict`` is ``"firm"`` when every comparison has room (see :data:`FIRM_AGREE`) and
-    ``"fragile"`` otherwise, ``strict`` whether that comparison is enforced (False under a
-    ``platform_dependent`` known entry). No comparison (unsupported, unavailable, error): all None.
-
-    >>> margin([Condition("y", "agree", 0.3), Condition("running_var", "agree", 0.8)])
-    {'margin': 0.8, 'margin_output': 'running_var', 'verdict': 'fragile', 'strict': True}
-    >>> margin([Condition("y", "differ", 40.0)])["verdict"]
-    'firm'
-    """
-    conditions = list(conditions)
-    if not conditions:
-        return {"margin": None, "margin_output": None, "verdict": None, "strict": None}
-    worst = min(conditions, key=lambda c: (True, False, c.room()) if c.room() >= 1 else (False, not c.strict, c.room()))
-    return {"margin": _num(worst.ratio), "margin_output": worst.output,
-            "verdict": "firm" if worst.room() >= 1 else "fragile", "strict": worst.strict}
 
 
 def absolute(expected, atol: float, rtol: float, scale: str | None = None) -> tuple[float, float]:

@@ -18,10 +18,11 @@ import numpy as np
 from . import oracle
 from .adapter import Adapter
 from .cases import Case, CaseError
-from .compare import Condition, compare, decimals, default_tolerance, fmt, margin
+from .compare import compare, decimals, default_tolerance, fmt
 from .explain import explain
 from .inputs import generate
 from .known import Known
+from .margin import verdict_margin
 
 
 @dataclass
@@ -268,9 +269,8 @@ def evaluate(case: Case, adapter: Adapter, known: list[Known] = ()) -> dict:
             k = result["known"]
             result["reason"] = (f"agrees here; known_discrepancies.yaml #{k['index']} is platform_dependent: "
                                 f"its mismatch ([{k['cause']}]) is seen on other machines and accepted too")
-    loose = {n for n in wanted for e in entries if _platform_dependent(e) and e.covers(n)}
-    result.update(margin(_conditions(result["status"], result["outputs"], failed, excused, native_matters,
-                                     loose)))
+    result.update(verdict_margin(result["status"], result["outputs"], failed, excused, native_matters, entries,
+                                 result["explanation"]))
     return result
 
 
@@ -283,43 +283,6 @@ def _known_record(entry: Known, observed: str) -> dict:
     mismatch it describes was seen here (``observed``: "mismatch" or "agrees")."""
     return {"index": entry.index, "cause": entry.cause, "reason": entry.reason, "link": entry.link,
             "platform_dependent": _platform_dependent(entry), "observed": observed}
-
-
-def _conditions(status: str, outputs: dict, failed: list, excused: list, native_matters: dict,
-                loose: set) -> list[Condition]:
-    """The comparisons a verdict rests on, each with the error / tolerance it stands at (see
-    :func:`normconf.compare.margin`). ``fail`` rests on its worst failing output staying out. The
-    other verdicts rest on every comparison keeping its outcome: each output that agrees must keep
-    agreeing, the excused outputs must stay out (any one of them is enough: one condition on the
-    worst), and where a native convention is in play, the comparison with the oracle under it too.
-    Outputs covered by a ``platform_dependent`` known entry (``loose``) give non-strict conditions:
-    there a pass and the mismatch are both accepted."""
-    if status == "fail":
-        worst = max(failed, key=lambda n: _ratio_of(outputs[n]))
-        return [Condition(worst, "differ", _ratio_of(outputs[worst]))]
-    if status not in ("pass", "expected", "stale"):
-        return []
-    conditions = []
-    names = {e[0] for e in excused}
-    for name, metrics in outputs.items():
-        if name not in names:
-            conditions.append(Condition(name, "agree", _ratio_of(metrics), name not in loose))
-        if native_matters.get(name):
-            vs = metrics["vs_native"]
-            conditions.append(Condition(f"{name} (native)", "agree" if vs["ok"] else "differ",
-                                        _as_float(vs["ratio"]), True))
-    if names:
-        worst = max(names, key=lambda n: _ratio_of(outputs[n]))
-        conditions.append(Condition(worst, "differ", _ratio_of(outputs[worst]), not names <= loose))
-    return conditions
-
-
-def _ratio_of(metrics: dict) -> float:
-    """error / tolerance of an output: against the oracle and, where given, against expect.values."""
-    ratio = _as_float(metrics.get("ratio"))
-    if "vs_values" in metrics:
-        ratio = max(ratio, _as_float(metrics["vs_values"].get("ratio", 0.0)))
-    return ratio
 
 
 #: Inputs larger than this are explained on a slice (see :func:`_explain`).

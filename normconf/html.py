@@ -22,7 +22,7 @@ import math
 import shlex
 from pathlib import Path
 
-from .compare import FIRM_AGREE, FIRM_DIFFER
+from .margin import FIRM_AGREE, FIRM_DIFFER
 from .report import SCHEMA_VERSION, STATUSES
 
 # Most severe first: the status a heatmap cell shows when merged runs disagree.

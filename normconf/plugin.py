@@ -19,7 +19,8 @@ import pytest
 from . import known as known_mod
 from .adapter import AdapterLoadError, registry
 from .cases import CaseError, is_case_file, load_file
-from .compare import FIRM_DIFFER, fmt
+from .compare import fmt
+from .margin import FIRM_DIFFER
 from .engine import context, evaluate, record
 from .report import ArrayStore, build, case_summary, environment, headroom, write_json
 

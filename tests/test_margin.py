@@ -14,7 +14,7 @@ import pytest
 
 from normconf import known as known_mod
 from normconf.cases import load_text
-from normconf.compare import FIRM_AGREE, FIRM_DIFFER, Condition, margin
+from normconf.margin import FIRM_AGREE, FIRM_DIFFER, Condition, margin
 from normconf.engine import evaluate
 from normconf.plugin import fragile_lines
 
@@ -306,3 +306,77 @@ def test_summary_line_is_printed_when_nothing_is_fragile(suite):
     out = result.stdout.lines
     at = out.index("fragile verdicts: 0 (0 strict)")
     assert out[at - 1].startswith("results: ") and out[at + 1].startswith("="), "the last line of the normconf summary"
+
+
+def test_a_literal_comparison_moves_only_with_the_distance_to_the_oracle():
+    # a literal printed to 4 decimals sits up to half its last unit from the exact value: a pass at
+    # 0.99 of that quantum is no closer to flipping, since no machine moves the literal
+    near_literal = Condition("y (expect.values)", "agree", 0.99, moves=0.002)
+    assert near_literal.room() > 1 and margin([near_literal])["verdict"] == "firm"
+    assert margin([Condition("y (expect.values)", "agree", 0.99, moves=0.4)])["verdict"] == "fragile"
+    # the same rules as for the oracle when all of the error moves
+    assert Condition("y", "agree", 0.4).room() == Condition("y", "agree", 0.4, moves=0.4).room() == pytest.approx(1.25)
+    assert Condition("y", "differ", 3.0, moves=3.0).room() == pytest.approx(1.5)
+    assert Condition("y", "differ", 3.0, moves=1.0).room() == float("inf")  # the error can never come back in
+
+
+def test_expect_values_close_to_their_quantum_are_firm():
+    c = case("""\
+cases:
+  - id: lit
+    op: instance_norm
+    input: {shape: [1, 1, 4], dtype: float64, data: [[[0, 0, 0, 4]]]}
+    params: {eps: 0.0}
+    expect: {values: {y: [[[-0.577, -0.577, -0.577, 1.732]]]}}
+""")  # sqrt(3) = 1.7320508: 0.0000508 of the quantum 0.0005, -1/sqrt(3) = -0.5773503: 0.70 of it
+    from adapters.numpy_adapter import NumpyAdapter
+
+    r = evaluate(c, NumpyAdapter())
+    vs = r["outputs"]["y"]["vs_values"]
+    assert r["status"] == "pass" and vs["ratio"] == pytest.approx(0.70, abs=0.01)
+    assert r["verdict"] == "firm", "0.70 > FIRM_AGREE, but only NumPy's distance to the oracle can move"
+
+
+def test_an_agreeing_output_the_excusing_entry_names_does_not_count(tmp_path):
+    c = case(BATCH)
+    cls = type("Two", (A["At"],), {"name": "at-two", "ratio": 0.8, "moved": ("running_var",)})
+
+    class Both(cls):
+        def run(self, case, inputs):
+            out = super().run(case, inputs)
+            out["y"] = out["y"] + 1.0
+            return out
+
+    # the entry names running_var too: were it to go out on another machine, it would be excused
+    r = evaluate(c, Both(), known(tmp_path, entry("at-*", outputs="[y, running_var]")))
+    assert r["status"] == "expected" and r["verdict"] == "firm" and r["margin_output"] != "running_var"
+
+
+def test_an_output_off_by_a_convention_moves_only_by_its_distance_to_the_convention():
+    # an n-1 divisor over 24 values: y is off by a fixed factor sqrt(24/23) - 1 = 2.2%; against a
+    # tolerance of 1.5% that is 1.4x, a fail that no order of additions brings back within it
+    c = case("""\
+cases:
+  - id: div
+    op: instance_norm
+    input: {shape: [2, 3, 24], dtype: float64, generator: {dist: normal, seed: 5}}
+    params: {eps: 0.0}
+    expect: {tolerance: {atol: 0.0, rtol: 0.015}}
+""")
+
+    class Unbiased(A["At"]):
+        name = "n-minus-1"
+
+        def run(self, case, inputs):
+            x = np.asarray(inputs["x"])
+            return {"y": (x - x.mean(axis=2, keepdims=True)) / x.std(axis=2, ddof=1, keepdims=True)}
+
+    class Declared(Unbiased):
+        name, native = "declared", {"variance": "unbiased"}
+
+    r = evaluate(c, Unbiased())
+    assert r["status"] == "fail" and 1 < r["outputs"]["y"]["ratio"] < 2
+    assert r["explanation"]["cause"] == "variance_divisor"
+    assert r["verdict"] == "firm", r
+    r = evaluate(c, Declared())
+    assert r["status"] == "expected" and 1 < r["outputs"]["y"]["ratio"] < 2 and r["verdict"] == "firm"
