@@ -239,7 +239,7 @@ def evaluate(case: Case, adapter: Adapter, known: list[Known] = ()) -> dict:
     for entry in entries:
         covered = [n for n in wanted if entry.covers(n)]
         if covered and not any(e[0] in covered and e[1] == "known" for e in excused) and not failed:
-            if _platform_dependent(entry):  # a pass is accepted too: it says which one happened here
+            if entry.platform_dependent:  # a pass is accepted too: it says which one happened here
                 result["known"] = result["known"] or _known_record(entry, "agrees")
                 continue
             stale.append((",".join(covered), f"{entry.label()} expects a mismatch in {covered}, "
@@ -274,15 +274,11 @@ def evaluate(case: Case, adapter: Adapter, known: list[Known] = ()) -> dict:
     return result
 
 
-def _platform_dependent(entry: Known) -> bool:
-    return entry.platform_dependent
-
-
 def _known_record(entry: Known, observed: str) -> dict:
     """The ``known`` field of a result: the entry, whether it is platform dependent, and whether the
     mismatch it describes was seen here (``observed``: "mismatch" or "agrees")."""
     return {"index": entry.index, "cause": entry.cause, "reason": entry.reason, "link": entry.link,
-            "platform_dependent": _platform_dependent(entry), "observed": observed}
+            "platform_dependent": entry.platform_dependent, "observed": observed}
 
 
 #: Inputs larger than this are explained on a slice (see :func:`_explain`).
