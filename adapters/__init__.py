@@ -1,4 +1,8 @@
-"""The built-in adapters. Importing this package imports no framework."""
+"""The built-in adapters. Importing this package imports no framework.
+
+They are registered through the ``normconf.adapters`` entry-point group (``pyproject.toml``) as any
+other distribution registers its adapters: the entry point names :func:`builtin`, which the engine's
+registry loads without importing this package itself."""
 from __future__ import annotations
 
 

@@ -49,8 +49,8 @@ class CupyAdapter(NumpyAdapter):
         out = super().run(case, inputs)
         for key, value in out.items():
             if not isinstance(value, cupy.ndarray):  # never report host NumPy numbers as CuPy's
-                raise TypeError(f"{key!r} was computed by NumPy on the host, not CuPy: NumpyAdapter.run "
-                                f"must build its arrays with self.xp")
+                raise TypeError(f"{key!r} was computed by NumPy on the host, not CuPy: NumpyAdapter's op "
+                                f"methods must build their arrays with self.xp")
         return {key: cupy.asnumpy(value) for key, value in out.items()}
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -43,62 +44,82 @@ class JaxAdapter(Adapter):
         # float64 arrays exist only with x64 on: https://docs.jax.dev/en/latest/default_dtypes.html
         jax.config.update("jax_enable_x64", True)
         with jax.default_device(jax.devices("gpu" if self.device == "cuda" else self.device)[0]):
-            out = self._run(case, inputs)
+            out = super().run(case, inputs)
         out = {k: host_output(v) for k, v in out.items()}
         for k in ("y", "grad_x"):
             if k in out:
                 out[k] = from_layout(out[k], case.layout)
         return out
 
-    def _run(self, case, inputs):
-        import flax.linen as nn
+    @staticmethod
+    def array(case, x):
+        """A canonical array in the layout's memory order (channels at ``_cax``), of the case dtype."""
+        import jax.numpy as jnp
+
+        return jnp.asarray(to_layout(x, case.layout, host_dtype(case.dtype)), jnp.dtype(case.dtype))
+
+    def normalize(self, case, inputs):  # mean/std in the image's dtype, as torchvision's Normalize does
         import jax
         import jax.numpy as jnp
 
-        p, dt, layout = case.params, jnp.dtype(case.dtype), case.layout
-        # Params and batch_stats at Flax's float32 default (float64 for float64 users); Flax also computes
-        # the statistics of half inputs in float32 (force_float32_reductions): https://github.com/google/flax/issues/612
-        pdt = jnp.promote_types(dt, jnp.float32)
-        x = jnp.asarray(to_layout(inputs["x"], layout, host_dtype(case.dtype)), dt)  # the layout's memory order, channels at cax
-        cax = x.ndim - 1 if layout == "channels_last" else 1
-        if case.op == "normalize":  # mean/std in the image's dtype, as torchvision's Normalize does
-            mean, std = (jnp.asarray(inputs[k], dt).reshape([-1 if a == cax else 1 for a in range(x.ndim)])
-                         for k in ("mean", "std"))
-            if not p["grad"]:
-                return {"y": (x - mean) / std}
-            y, vjp = jax.vjp(lambda x: (x - mean) / std, x)
-            return {"y": y, "grad_x": vjp(jnp.asarray(to_layout(inputs["grad_output"], layout), dt))[0]}
-        if case.op == "channel_stats":
-            axes, ddof = tuple(a for a in range(x.ndim) if a != cax), int(p["variance"] == "unbiased")
-            if p["method"] == "pooled":
-                return {"mean": jnp.mean(x, axis=axes), "std": jnp.std(x, axis=axes, ddof=ddof)}
-            per = axes[1:]  # per image, then the mean over images
-            return {"mean": jnp.mean(jnp.mean(x, axis=per), axis=0),
-                    "std": jnp.mean(jnp.std(x, axis=per, ddof=ddof), axis=0)}
+        dt, x = jnp.dtype(case.dtype), self.array(case, inputs["x"])
+        mean, std = (jnp.asarray(inputs[k], dt).reshape([-1 if a == _cax(case) else 1 for a in range(x.ndim)])
+                     for k in ("mean", "std"))
+        if not case.params["grad"]:
+            return {"y": (x - mean) / std}
+        y, vjp = jax.vjp(lambda x: (x - mean) / std, x)
+        return {"y": y, "grad_x": vjp(jnp.asarray(to_layout(inputs["grad_output"], case.layout), dt))[0]}
 
-        # use_fast_variance stays at Flax's default True, E[x^2]-E[x]^2 (cancels on large-mean inputs):
-        # https://flax.readthedocs.io/en/latest/api_reference/flax.linen/layers.html#flax.linen.LayerNorm
-        common = dict(epsilon=p["eps"], dtype=dt, param_dtype=pdt,
-                      use_scale="weight" in inputs, use_bias="bias" in inputs)
-        weight = lambda v: v  # noqa: E731  (per-channel: already in Flax's order)
-        if case.op == "instance_norm":
-            module = nn.InstanceNorm(feature_axes=cax, **common)
-        elif case.op == "layer_norm":
-            # canonical dim a in memory order: channels_last moves C to the end and the spatial dims up one
-            axes = [a if layout == "channels_first" or a == 0 else x.ndim - 1 if a == 1 else a - 1 for a in p["axes"]]
-            # Flax's scale has the normalized dims in memory order; the case's weight is in canonical order.
-            weight = lambda v: np.transpose(v, np.argsort(axes))  # noqa: E731
-            module = nn.LayerNorm(reduction_axes=axes, feature_axes=axes, **common)
-        elif case.op == "group_norm":
-            # GroupNorm reads channels from the last axis only (no feature-axis option): channels_first users
-            # transpose. https://flax.readthedocs.io/en/latest/api_reference/flax.linen/layers.html#flax.linen.GroupNorm
-            module = nn.GroupNorm(num_groups=p["groups"], **common)
-        else:
-            # Flax momentum weights the OLD running value: 1 - PyTorch's (eval ignores it).
-            momentum = 1.0 - (p["momentum"] or 0.0)
-            module = nn.BatchNorm(axis=cax, momentum=momentum, **common)  # use_running_average: at each call
+    def channel_stats(self, case, inputs):
+        import jax.numpy as jnp
 
-        to_last = case.op == "group_norm" and layout == "channels_first"
+        x, p = self.array(case, inputs["x"]), case.params
+        axes, ddof = tuple(a for a in range(x.ndim) if a != _cax(case)), int(p["variance"] == "unbiased")
+        if p["method"] == "pooled":
+            return {"mean": jnp.mean(x, axis=axes), "std": jnp.std(x, axis=axes, ddof=ddof)}
+        per = axes[1:]  # per image, then the mean over images
+        return {"mean": jnp.mean(jnp.mean(x, axis=per), axis=0),
+                "std": jnp.mean(jnp.std(x, axis=per, ddof=ddof), axis=0)}
+
+    def instance_norm(self, case, inputs):
+        import flax.linen as nn
+
+        return self._flax(case, inputs, nn.InstanceNorm(feature_axes=_cax(case), **_common(case, inputs)))
+
+    def layer_norm(self, case, inputs):
+        import flax.linen as nn
+
+        rank = len(case.shape)
+        # canonical dim a in memory order: channels_last moves C to the end and the spatial dims up one
+        axes = [a if case.layout == "channels_first" or a == 0 else rank - 1 if a == 1 else a - 1
+                for a in case.params["axes"]]
+        module = nn.LayerNorm(reduction_axes=axes, feature_axes=axes, **_common(case, inputs))
+        # Flax's scale has the normalized dims in memory order; the case's weight is in canonical order.
+        return self._flax(case, inputs, module, weight=lambda v: np.transpose(v, np.argsort(axes)),
+                          back=lambda v: np.transpose(v, np.argsort(np.argsort(axes))))
+
+    def group_norm(self, case, inputs):
+        import flax.linen as nn
+
+        # GroupNorm reads channels from the last axis only (no feature-axis option): channels_first users
+        # transpose. https://flax.readthedocs.io/en/latest/api_reference/flax.linen/layers.html#flax.linen.GroupNorm
+        module = nn.GroupNorm(num_groups=case.params["groups"], **_common(case, inputs))
+        return self._flax(case, inputs, module, to_last=case.layout == "channels_first")
+
+    def batch_norm(self, case, inputs):
+        import flax.linen as nn
+
+        # Flax momentum weights the OLD running value: 1 - PyTorch's (eval ignores it).
+        momentum = 1.0 - (case.params["momentum"] or 0.0)
+        # use_running_average: at each call
+        return self._flax(case, inputs, nn.BatchNorm(axis=_cax(case), momentum=momentum, **_common(case, inputs)))
+
+    def _flax(self, case, inputs, module, weight=lambda v: v, to_last=False, back=lambda v: v):
+        """The outputs of a Flax module: one pass (batch norm: the base class's passes), with the gradients of
+        the final pass. ``weight`` takes the case's weight to Flax's order, ``back`` a gradient back."""
+        import jax.numpy as jnp
+
+        pdt = _param_dtype(case)
         names = {"scale": "weight", "bias": "bias"}  # Flax's parameter names, the case's
         params = {k: jnp.asarray(weight(inputs[v]), pdt) for k, v in names.items() if v in inputs}
 
@@ -114,23 +135,62 @@ class JaxAdapter(Adapter):
         stats = None
         if case.op == "batch_norm":
             stats = {"mean": jnp.asarray(inputs["running_mean"], pdt), "var": jnp.asarray(inputs["running_var"], pdt)}
-        train = case.op == "batch_norm" and p["training"]
-        earlier = inputs["x_steps"] if p.get("eval_after") else inputs["x_steps"][:-1] if train else []
-        for xk in earlier:
-            _, stats = apply(jnp.asarray(to_layout(xk, layout), dt), params, stats, True)
-        last = functools.partial(apply, stats=stats, train=train and not p.get("eval_after"))
-        if p.get("grad"):  # jax.vjp of the function of (x, params), the batch statistics as aux
-            y, vjp, stats = jax.vjp(last, x, params, has_aux=True)
-            grad_x, grad_params = vjp(jnp.asarray(to_layout(inputs["grad_output"], layout), dt))
+        layer = SimpleNamespace(apply=apply, params=params, stats=stats, grad_output=inputs.get("grad_output"))
+        x = self.array(case, inputs["x"])
+        if case.op == "batch_norm":
+            out = self.running_passes(case, inputs, layer, x)
         else:
-            y, stats = last(x, params)
-        out = {"y": y}
-        if train:
-            out.update(running_mean=stats["mean"], running_var=stats["var"])
-        if p.get("grad"):  # the parameters' gradients back in the case's order
-            back = lambda v: np.transpose(v, np.argsort(np.argsort(axes))) if case.op == "layer_norm" else v  # noqa: E731
+            out = {"y": self.final_step(case, layer, x, False, None)[0]}
+        if case.params.get("grad"):  # the parameters' gradients back in the case's order
+            grad_x, grad_params = layer.grads
             out.update(grad_x=grad_x, **{f"grad_{v}": back(grad_params[k]) for k, v in names.items() if k in grad_params})
         return out
+
+    def step_input(self, case, x):
+        import jax.numpy as jnp
+
+        return jnp.asarray(to_layout(x, case.layout), jnp.dtype(case.dtype))
+
+    def running_step(self, case, layer, x, train, momentum):
+        y, layer.stats = layer.apply(x, layer.params, layer.stats, train)
+        return y, layer
+
+    def final_step(self, case, layer, x, train, momentum):
+        import jax
+        import jax.numpy as jnp
+
+        last = functools.partial(layer.apply, stats=layer.stats, train=train)
+        if case.params.get("grad"):  # jax.vjp of the function of (x, params), the batch statistics as aux
+            y, vjp, layer.stats = jax.vjp(last, x, layer.params, has_aux=True)
+            layer.grads = vjp(jnp.asarray(to_layout(layer.grad_output, case.layout), jnp.dtype(case.dtype)))
+        else:
+            y, layer.stats = last(x, layer.params)
+        return y, layer
+
+    def running_stats(self, case, layer):
+        return layer.stats["mean"], layer.stats["var"]
+
+
+def _cax(case) -> int:
+    """Where the channels live in the layout's memory order."""
+    return len(case.shape) - 1 if case.layout == "channels_last" else 1
+
+
+def _param_dtype(case):
+    """Params and batch_stats at Flax's float32 default (float64 for float64 users); Flax also computes the
+    statistics of half inputs in float32 (force_float32_reductions): https://github.com/google/flax/issues/612"""
+    import jax.numpy as jnp
+
+    return jnp.promote_types(jnp.dtype(case.dtype), jnp.float32)
+
+
+def _common(case, inputs) -> dict:
+    # use_fast_variance stays at Flax's default True, E[x^2]-E[x]^2 (cancels on large-mean inputs):
+    # https://flax.readthedocs.io/en/latest/api_reference/flax.linen/layers.html#flax.linen.LayerNorm
+    import jax.numpy as jnp
+
+    return dict(epsilon=case.params["eps"], dtype=jnp.dtype(case.dtype), param_dtype=_param_dtype(case),
+                use_scale="weight" in inputs, use_bias="bias" in inputs)
 
 
 class JaxCudaAdapter(JaxAdapter):

@@ -49,35 +49,53 @@ class LabmlAdapter(Adapter):
 
     def run(self, case, inputs):
         import torch
-        from labml_nn.normalization.batch_norm import BatchNorm
-        from labml_nn.normalization.group_norm import GroupNorm
+
+        with torch.set_grad_enabled(case.params.get("grad", False)):
+            out = super().run(case, inputs)
+        return {k: to_numpy(v) for k, v in out.items()}
+
+    def instance_norm(self, case, inputs):
         from labml_nn.normalization.instance_norm import InstanceNorm
+
+        return self._forward(case, inputs, InstanceNorm(case.shape[1], eps=case.params["eps"], affine=_affine(inputs)))
+
+    def group_norm(self, case, inputs):
+        from labml_nn.normalization.group_norm import GroupNorm
+
+        p = case.params
+        return self._forward(case, inputs, GroupNorm(p["groups"], case.shape[1], eps=p["eps"], affine=_affine(inputs)))
+
+    def layer_norm(self, case, inputs):
         from labml_nn.normalization.layer_norm import LayerNorm
 
-        p, c, dtype = case.params, case.shape[1], getattr(torch, case.dtype)
-        # Every module takes affine=False; with only one of weight/bias given, the other keeps its ones/zeros.
-        affine = "weight" in inputs or "bias" in inputs
-        if case.op == "instance_norm":
-            norm = InstanceNorm(c, eps=p["eps"], affine=affine)
-        elif case.op == "group_norm":
-            norm = GroupNorm(p["groups"], c, eps=p["eps"], affine=affine)
-        elif case.op == "batch_norm":
-            # labml's momentum weights the new batch statistic, as the case's does (PyTorch's convention).
-            norm = BatchNorm(c, eps=p["eps"], momentum=p["momentum"], affine=affine)
-        else:
-            norm = LayerNorm([case.shape[a] for a in p["axes"]], eps=p["eps"], elementwise_affine=affine)
+        axes = case.params["axes"]
+        norm = LayerNorm([case.shape[a] for a in axes], eps=case.params["eps"], elementwise_affine=_affine(inputs))
+
+        def forward(x):
+            # LayerNorm normalizes the trailing dims only: move the case's axes to the end, then back
+            # (https://nn.labml.ai/normalization/layer_norm/index.html).
+            rest = [d for d in range(x.ndim) if d not in axes]
+            return {"y": norm(x.permute(*rest, *axes)).permute(*np.argsort(rest + axes).tolist())}
+        return self._forward(case, inputs, norm, forward)
+
+    def batch_norm(self, case, inputs):
+        from labml_nn.normalization.batch_norm import BatchNorm
+
+        p = case.params
+        # labml's momentum weights the new batch statistic, as the case's does (PyTorch's convention).
+        norm = BatchNorm(case.shape[1], eps=p["eps"], momentum=p["momentum"], affine=_affine(inputs))
+        return self._forward(case, inputs, norm, lambda x: self.running_passes(case, inputs, norm, x))
+
+    def _forward(self, case, inputs, norm, forward=None):
+        """``norm`` in the case dtype with the case's weight, bias (and running statistics), ``forward(x)``
+        (default ``{"y": norm(x)}``) on x in the case layout; with ``grad``, the gradients too."""
+        import torch
+
+        dtype = getattr(torch, case.dtype)
         norm = norm.to(dtype)
-
-        def tensor(v):
-            """The canonical array as a tensor whose memory follows the case layout (NHWC seen as NCHW)."""
-            t = host_tensor(v, case, layout=True)
-            return t.movedim(-1, 1) if case.layout == "channels_last" else t
-
-        def param(v):
-            return torch.tensor(np.asarray(v)).to(dtype)
-
+        param = lambda v: torch.tensor(np.asarray(v)).to(dtype)  # noqa: E731
         scale = shift = None  # the modules' affine parameters (they have none without affine)
-        if affine:
+        if _affine(inputs):
             scale, shift = (norm.gain, norm.bias) if case.op == "layer_norm" else (norm.scale, norm.shift)
         with torch.no_grad():
             if "weight" in inputs:
@@ -87,28 +105,28 @@ class LabmlAdapter(Adapter):
             if case.op == "batch_norm":
                 norm.exp_mean.copy_(param(inputs["running_mean"]))
                 norm.exp_var.copy_(param(inputs["running_var"]))
-        grad = p.get("grad", False)
-        x = tensor(inputs["x"]).detach().requires_grad_(grad)  # a leaf, as users train them
-        with torch.set_grad_enabled(grad):
-            if case.op == "batch_norm":
-                norm.train(p["training"])
-                earlier = inputs["x_steps"] if p["eval_after"] else inputs["x_steps"][:-1] if p["training"] else []
-                for xk in earlier:
-                    norm(tensor(xk))
-                norm.train(p["training"] and not p["eval_after"])
-                out = {"y": norm(x)}
-                if p["training"]:
-                    out.update(running_mean=norm.exp_mean, running_var=norm.exp_var)
-            elif case.op == "layer_norm":
-                # LayerNorm normalizes the trailing dims only: move the case's axes to the end, then back
-                # (https://nn.labml.ai/normalization/layer_norm/index.html).
-                axes = p["axes"]
-                rest = [d for d in range(x.ndim) if d not in axes]
-                out = {"y": norm(x.permute(*rest, *axes)).permute(*np.argsort(rest + axes).tolist())}
-            else:
-                out = {"y": norm(x)}
+        grad = case.params.get("grad", False)
+        x = self.step_input(case, inputs["x"]).detach().requires_grad_(grad)  # a leaf, as users train them
+        out = forward(x) if forward else {"y": norm(x)}
         if grad:
-            out["y"].backward(tensor(inputs["grad_output"]))
+            out["y"].backward(self.step_input(case, inputs["grad_output"]))
             leaves = {"grad_x": x, "grad_weight": scale, "grad_bias": shift}
             out.update({name: leaves[name].grad for name in case.gradients})
-        return {k: to_numpy(v) for k, v in out.items()}
+        return out
+
+    def step_input(self, case, x):
+        """The canonical array as a tensor whose memory follows the case layout (NHWC seen as NCHW)."""
+        t = host_tensor(x, case, layout=True)
+        return t.movedim(-1, 1) if case.layout == "channels_last" else t
+
+    def running_step(self, case, norm, x, train, momentum):
+        norm.train(train)
+        return norm(x), norm
+
+    def running_stats(self, case, norm):
+        return norm.exp_mean, norm.exp_var
+
+
+def _affine(inputs) -> bool:
+    """Every module takes affine=False; with only one of weight/bias given, the other keeps its ones/zeros."""
+    return "weight" in inputs or "bias" in inputs

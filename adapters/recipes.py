@@ -6,7 +6,7 @@ import importlib.util
 
 import numpy as np
 
-from normconf.adapter import Adapter
+from normconf.adapter import OPS, Adapter
 
 from .torch_adapter import host_tensor, to_numpy
 
@@ -14,18 +14,18 @@ FOUR_D = "the recipe unpacks n, c, h, w = feat.shape: [N, C, H, W] input only"
 
 
 class Recipe(Adapter):
-    """Shared checks: the recipes take 4-D channels-first input, no affine parameters."""
+    """Shared checks: the recipes take 4-D channels-first input, no affine parameters. Each recipe has
+    a method for each op its document writes."""
 
     framework = "numpy"
-    ops: tuple[str, ...] = ()
     affine = False
     empty_batch: str | None = None  # why the recipe cannot take N = 0, where it cannot
 
     def unsupported(self, case):
         if case.params.get("track_running_stats"):
             return "the recipe keeps no running statistics (PyTorch's track_running_stats)"
-        if case.op not in self.ops:
-            return f"the recipe implements only {', '.join(self.ops)}"
+        if not self.implements(case.op):
+            return f"the recipe implements only {', '.join(op for op in OPS if self.implements(op))}"
         if case.shape[0] == 0 and self.empty_batch:
             return self.empty_batch
         if len(case.shape) != 4:
@@ -47,13 +47,12 @@ class Seed000Numpy(Recipe):
 
     name = "recipe-000-numpy"
     requires = ("numpy",)
-    ops = ("instance_norm",)
     native = {"variance": "biased"}
     unsupported_dtypes = {"bfloat16": "NumPy has no bfloat16 dtype"}
     empty_batch = ("calc_mean_std calls feat.reshape(n, c, -1), which raises ValueError 'cannot reshape array "
                    "of size 0' on an empty batch (N = 0)")
 
-    def run(self, case, inputs):
+    def instance_norm(self, case, inputs):
         def calc_mean_std(feat, eps=1e-5):
             n, c, h, w = feat.shape
             feat_var = np.var(feat.reshape(n, c, -1), axis=2) + eps
@@ -72,14 +71,11 @@ class Seed000Torch(Recipe):
     name = "recipe-000-torch"
     framework = "torch"
     requires = ("torch",)
-    ops = ("instance_norm",)
     native = {"variance": "unbiased"}
     empty_batch = ("calc_mean_std calls feat.view(n, c, -1), which raises RuntimeError 'cannot reshape tensor "
                    "of 0 elements' on an empty batch (N = 0)")
 
-    def run(self, case, inputs):
-        import torch
-
+    def instance_norm(self, case, inputs):
         def calc_mean_std(feat, eps=1e-5):
             n, c, h, w = feat.shape
             feat_var = feat.view(n, c, -1).var(dim=2) + eps
@@ -99,19 +95,18 @@ class Seed001Labml(Recipe):
     name = "recipe-001-labml"
     framework = "torch"
     requires = ("torch",)
-    ops = ("instance_norm",)
     affine = True
     native = {"variance": "biased"}
 
     def unsupported(self, case):
-        if case.op in self.ops and not case.params.get("track_running_stats"):
+        if self.implements(case.op) and not case.params.get("track_running_stats"):
             if case.shape[0] == 0:  # as labml-nn's own InstanceNorm (adapters/labml_adapter.py)
                 return ("labml's InstanceNorm calls x.view(batch_size, channels, -1), which raises RuntimeError "
                         "'cannot reshape tensor of 0 elements' on an empty batch (N = 0)")
             return Adapter.unsupported(self, case)  # the module takes [batch, channels, *] of any rank and layout
         return super().unsupported(case)
 
-    def run(self, case, inputs):
+    def instance_norm(self, case, inputs):
         import torch
 
         cls = _labml_instance_norm()
@@ -167,7 +162,6 @@ class Seed002EinopsTorch(Recipe):
     name = "recipe-002-einops-torch"
     framework = "torch"
     requires = ("torch", "einops")
-    ops = ("instance_norm", "layer_norm", "group_norm")
     native = {"variance": "unbiased", "eps": 0.0}
 
     def unsupported(self, case):
@@ -175,29 +169,37 @@ class Seed002EinopsTorch(Recipe):
             return "the recipe normalizes over (c, h, w) only"
         return super().unsupported(case)
 
-    def run(self, case, inputs):
-        import torch
+    def instance_norm(self, case, inputs):
+        from einops import rearrange
+
+        x = host_tensor(inputs["x"], case)
+        x_ = rearrange(x, "b c h w -> b c (h w)")
+        mean = rearrange(x_.mean(dim=2), "b c -> b c 1 1")
+        std = rearrange(x_.std(dim=2), "b c -> b c 1 1")
+        y_ = (x - mean) / std
+        return {"y": to_numpy(y_)}
+
+    def layer_norm(self, case, inputs):
+        from einops import rearrange
+
+        x = host_tensor(inputs["x"], case)
+        x_ = rearrange(x, "b c h w -> (h w c) b")
+        mean = rearrange(x_.mean(axis=0), "b -> b 1 1 1")
+        std = rearrange(x_.std(axis=0), "b -> b 1 1 1")
+        y_ = (x - mean) / std
+        return {"y": to_numpy(y_)}
+
+    def group_norm(self, case, inputs):
         from einops import rearrange
 
         x = host_tensor(inputs["x"], case)
         b, c, h, w = x.shape
-        if case.op == "instance_norm":
-            x_ = rearrange(x, "b c h w -> b c (h w)")
-            mean = rearrange(x_.mean(dim=2), "b c -> b c 1 1")
-            std = rearrange(x_.std(dim=2), "b c -> b c 1 1")
-            y_ = (x - mean) / std
-        elif case.op == "layer_norm":
-            x_ = rearrange(x, "b c h w -> (h w c) b")
-            mean = rearrange(x_.mean(axis=0), "b -> b 1 1 1")
-            std = rearrange(x_.std(axis=0), "b -> b 1 1 1")
-            y_ = (x - mean) / std
-        else:
-            group_num = case.params["groups"]
-            x_ = rearrange(x, "b (g n) h w -> b g (n h w)", g=group_num)
-            mean = rearrange(x_.mean(dim=2), "b g -> b g 1")
-            std = rearrange(x_.std(dim=2), "b g -> b g 1")
-            y_ = (x_ - mean) / std
-            y_ = rearrange(y_, "b g (n h w) -> b (g n) h w", g=group_num, h=h, w=w)
+        group_num = case.params["groups"]
+        x_ = rearrange(x, "b (g n) h w -> b g (n h w)", g=group_num)
+        mean = rearrange(x_.mean(dim=2), "b g -> b g 1")
+        std = rearrange(x_.std(dim=2), "b g -> b g 1")
+        y_ = (x_ - mean) / std
+        y_ = rearrange(y_, "b g (n h w) -> b (g n) h w", g=group_num, h=h, w=w)
         return {"y": to_numpy(y_)}
 
 
@@ -207,7 +209,6 @@ class Seed002EinopsNumpy(Recipe):
 
     name = "recipe-002-einops-numpy"
     requires = ("numpy", "einops")
-    ops = ("batch_norm",)
     native = {"variance": "biased", "eps": 0.0}
     unsupported_dtypes = {"bfloat16": "NumPy has no bfloat16 dtype"}
 
@@ -220,7 +221,7 @@ class Seed002EinopsNumpy(Recipe):
         why = "the recipe computes batch statistics only and keeps no running statistics"
         return {**super().unsupported_outputs(case), "running_mean": why, "running_var": why}
 
-    def run(self, case, inputs):
+    def batch_norm(self, case, inputs):
         from einops import rearrange
 
         image = rearrange(np.asarray(inputs["x"], dtype=case.dtype), "b c h w -> b h w c")
@@ -237,13 +238,12 @@ class Seed004CalculateNorm(Recipe):
 
     name = "recipe-004-calculate-norm"
     requires = ("numpy",)
-    ops = ("channel_stats",)
     native = {"method": "per_image_mean", "variance": "biased"}
     empty_batch = ("calculate_norm averages a Python list of per-image statistics: with no images "
                    "np.array([]).mean(axis=0) is one NaN scalar, not one value per channel")
     unsupported_dtypes = {"bfloat16": "NumPy has no bfloat16 dtype"}
 
-    def run(self, case, inputs):
+    def channel_stats(self, case, inputs):
         dataset = [(img, 0) for img in np.asarray(inputs["x"], dtype=case.dtype)]  # (image, label) pairs
 
         def calculate_norm(dataset):

@@ -50,18 +50,32 @@ class TensorflowAdapter(Adapter):
             # TF >= 2.20 loads its LLVM with RTLD_GLOBAL; a triton loaded after it (torch and torchvision
             # import it lazily) segfaults, so it goes first: https://github.com/tensorflow/tensorflow/issues/124205
             import triton  # noqa: F401
+        import tensorflow  # noqa: F401  (before keras, which the op methods import)
+
+        return super().run(case, inputs)
+
+    @staticmethod
+    def cast(case, v):
+        """A case array as a tensor of the case dtype (exact: its values are of that dtype)."""
         import tensorflow as tf
 
-        cast = lambda v: tf.cast(tf.constant(np.asarray(v)), case.dtype)  # noqa: E731  (exact: values are of dt)
-        x = cast(to_layout(inputs["x"], case.layout, host_dtype(case.dtype)))
-        with tf.GradientTape() as tape:  # watches the layer's trainable gamma and beta by itself
+        return tf.cast(tf.constant(np.asarray(v)), case.dtype)
+
+    def taped(self, case, inputs, forward, unarrange=lambda v: v):
+        """``forward(x)`` -> ``(outputs, Keras layer or None)`` on ``x`` in the layout's memory order, under a
+        GradientTape (which watches the layer's trainable gamma and beta by itself); with ``grad``, the
+        gradients too. Returns NumPy in canonical order; ``unarrange`` takes gamma's order to the case's."""
+        import tensorflow as tf
+
+        x = self.cast(case, to_layout(inputs["x"], case.layout, host_dtype(case.dtype)))
+        with tf.GradientTape() as tape:
             tape.watch(x)
-            out, layer, unarrange = self._forward(case, inputs, x, cast)
+            out, layer = forward(x)
         if case.params.get("grad"):
             names = case.gradients
             sources = {"grad_x": x, "grad_weight": getattr(layer, "gamma", None), "grad_bias": getattr(layer, "beta", None)}
             grads = tape.gradient(out["y"], [sources[n] for n in names],
-                                  output_gradients=cast(to_layout(inputs["grad_output"], case.layout)))
+                                  output_gradients=self.cast(case, to_layout(inputs["grad_output"], case.layout)))
             out.update(zip(names, grads))
         out = {k: host_output(v.numpy() if v.dtype != tf.bfloat16 else tf.cast(v, tf.float64).numpy()) for k, v in out.items()}
         for k in ("y", "grad_x"):
@@ -72,58 +86,85 @@ class TensorflowAdapter(Adapter):
                 out[k] = unarrange(out[k])
         return out
 
-    def _forward(self, case, inputs, x, cast):
-        """The op on ``x`` (memory order): ``(outputs, Keras layer or None, gamma's order -> the case's)``."""
-        import keras
-        import tensorflow as tf
+    def instance_norm(self, case, inputs):
+        # groups=-1 is Keras' instance norm: https://keras.io/api/layers/normalization_layers/group_normalization
+        return self._group_norm(case, inputs, -1)
 
-        p, dt, rank = case.params, case.dtype, len(case.shape)
-        cax = 1 if case.layout == "channels_first" else rank - 1  # where the channels live in memory
-        spatial = [a for a in range(1, rank) if a != cax]
-        # dtype=case dtype as its users write it; Keras' norms then compute float16/bfloat16 in float32 inside:
-        # https://github.com/keras-team/keras/tree/v3.15.1/keras/src/layers/normalization/group_normalization.py
-        affine = dict(center="bias" in inputs, scale="weight" in inputs, dtype=dt)
-        layer, unarrange = None, lambda v: v  # the Keras layer (its gamma/beta), and gamma's order -> the case's
-        if case.op in ("instance_norm", "group_norm"):
-            # groups=-1 is Keras' instance norm: https://keras.io/api/layers/normalization_layers/group_normalization
-            groups = -1 if case.op == "instance_norm" else p["groups"]
-            layer = keras.layers.GroupNormalization(groups=groups, axis=cax, epsilon=p["eps"], **affine)
-            out = {"y": self._affine(layer, x, inputs, cast)(x)}
-        elif case.op == "layer_norm":
-            memory = list(range(rank)) if cax == 1 else [0, *range(2, rank), 1]  # canonical dim at each memory axis
-            axes = [memory.index(a) for a in p["axes"]]
-            # gamma/beta have the dims of the sorted (memory-order) axes:
-            # https://keras.io/api/layers/normalization_layers/layer_normalization
-            order = np.argsort(axes)
-            unarrange = lambda v: np.transpose(v, np.argsort(order))  # noqa: E731
-            layer = keras.layers.LayerNormalization(axis=axes, epsilon=p["eps"], **affine)
-            out = {"y": self._affine(layer, x, inputs, lambda v: cast(np.transpose(v, order)))(x)}
-        elif case.op == "batch_norm":
+    def group_norm(self, case, inputs):
+        return self._group_norm(case, inputs, case.params["groups"])
+
+    def _group_norm(self, case, inputs, groups):
+        import keras
+
+        def forward(x):
+            layer = keras.layers.GroupNormalization(groups=groups, axis=_cax(case), epsilon=case.params["eps"],
+                                                    **_affine_args(case, inputs))
+            return {"y": self._affine(layer, x, inputs, lambda v: self.cast(case, v))(x)}, layer
+        return self.taped(case, inputs, forward)
+
+    def layer_norm(self, case, inputs):
+        import keras
+
+        rank = len(case.shape)
+        memory = list(range(rank)) if _cax(case) == 1 else [0, *range(2, rank), 1]  # canonical dim at each memory axis
+        axes = [memory.index(a) for a in case.params["axes"]]
+        # gamma/beta have the dims of the sorted (memory-order) axes:
+        # https://keras.io/api/layers/normalization_layers/layer_normalization
+        order = np.argsort(axes)
+
+        def forward(x):
+            layer = keras.layers.LayerNormalization(axis=axes, epsilon=case.params["eps"], **_affine_args(case, inputs))
+            return {"y": self._affine(layer, x, inputs, lambda v: self.cast(case, np.transpose(v, order)))(x)}, layer
+        return self.taped(case, inputs, forward, unarrange=lambda v: np.transpose(v, np.argsort(order)))
+
+    def batch_norm(self, case, inputs):
+        import keras
+
+        p = case.params
+
+        def forward(x):
             # Keras' momentum weighs the OLD moving value: keras momentum = 1 - case momentum
             # (https://github.com/keras-team/keras/issues/6839); unused in inference.
             momentum = 0.99 if p["momentum"] is None else 1.0 - p["momentum"]
-            layer = keras.layers.BatchNormalization(axis=cax, momentum=momentum, epsilon=p["eps"], **affine)
-            self._affine(layer, x, inputs, cast)
-            layer.moving_mean.assign(cast(inputs["running_mean"]))
-            layer.moving_variance.assign(cast(inputs["running_var"]))
-            earlier = inputs["x_steps"] if p["eval_after"] else inputs["x_steps"][:-1] if p["training"] else []
-            for xk in earlier:
-                layer(cast(to_layout(xk, case.layout)), training=p["training"])
-            out = {"y": layer(x, training=p["training"] and not p["eval_after"])}
-            if p["training"]:
-                out.update(running_mean=layer.moving_mean.value, running_var=layer.moving_variance.value)
-        elif case.op == "normalize":  # (x - mean) / std with the constants in x's dtype, as users write it
-            shape = [-1 if a == cax else 1 for a in range(rank)]
-            out = {"y": (x - tf.reshape(cast(inputs["mean"]), shape)) / tf.reshape(cast(inputs["std"]), shape)}
-        else:  # channel_stats with np.mean/np.std's analogs; on CPU they sum float16 in float16 (not repaired):
+            layer = keras.layers.BatchNormalization(axis=_cax(case), momentum=momentum, epsilon=p["eps"],
+                                                    **_affine_args(case, inputs))
+            self._affine(layer, x, inputs, lambda v: self.cast(case, v))
+            layer.moving_mean.assign(self.cast(case, inputs["running_mean"]))
+            layer.moving_variance.assign(self.cast(case, inputs["running_var"]))
+            return self.running_passes(case, inputs, layer, x), layer
+        return self.taped(case, inputs, forward)
+
+    def step_input(self, case, x):
+        return self.cast(case, to_layout(x, case.layout))
+
+    def running_step(self, case, layer, x, train, momentum):
+        return layer(x, training=train), layer
+
+    def running_stats(self, case, layer):
+        return layer.moving_mean.value, layer.moving_variance.value
+
+    def normalize(self, case, inputs):
+        import tensorflow as tf
+
+        def forward(x):  # (x - mean) / std with the constants in x's dtype, as users write it
+            shape = [-1 if a == _cax(case) else 1 for a in range(len(case.shape))]
+            mean, std = (tf.reshape(self.cast(case, inputs[k]), shape) for k in ("mean", "std"))
+            return {"y": (x - mean) / std}, None
+        return self.taped(case, inputs, forward)
+
+    def channel_stats(self, case, inputs):
+        import tensorflow as tf
+
+        def forward(x):  # np.mean/np.std's analogs; on CPU they sum float16 in float16 (not repaired):
             # https://github.com/tensorflow/tensorflow/issues/56890
-            per_image = p["method"] == "per_image_mean"
+            per_image = case.params["method"] == "per_image_mean"
+            spatial = [a for a in range(1, len(case.shape)) if a != _cax(case)]
             axes = spatial if per_image else [0] + spatial
             mean, std = tf.math.reduce_mean(x, axis=axes), tf.math.reduce_std(x, axis=axes)
             if per_image:  # the mean over images of each image's statistics
                 mean, std = tf.math.reduce_mean(mean, axis=0), tf.math.reduce_mean(std, axis=0)
-            out = {"mean": mean, "std": std}
-        return out, layer, unarrange
+            return {"mean": mean, "std": std}, None
+        return self.taped(case, inputs, forward)
 
     @staticmethod
     def _affine(layer, x, inputs, arrange):
@@ -135,3 +176,13 @@ class TensorflowAdapter(Adapter):
             layer.beta.assign(arrange(inputs["bias"]))
         return layer
 
+
+def _cax(case) -> int:
+    """Where the channels live in memory."""
+    return 1 if case.layout == "channels_first" else len(case.shape) - 1
+
+
+def _affine_args(case, inputs) -> dict:
+    # dtype=case dtype as its users write it; Keras' norms then compute float16/bfloat16 in float32 inside:
+    # https://github.com/keras-team/keras/tree/v3.15.1/keras/src/layers/normalization/group_normalization.py
+    return dict(center="bias" in inputs, scale="weight" in inputs, dtype=case.dtype)

@@ -63,63 +63,82 @@ class TorchAdapter(Adapter):
 
     def run(self, case, inputs):
         import torch
-        import torch.nn.functional as F
 
-        p, x, grad = case.params, self.tensor(inputs["x"], case), case.params.get("grad", False)
-        w, b = self.param(inputs.get("weight"), case), self.param(inputs.get("bias"), case)
-        if grad:  # leaves that require grad, as users train them; x keeps its layout's memory (NHWC stays NHWC)
-            x, w, b = (None if t is None else t.detach().requires_grad_() for t in (x, w, b))
-        leaves = {"x": x, "weight": w, "bias": b}
-        with torch.set_grad_enabled(grad):
-            if case.op == "instance_norm" and p["track_running_stats"]:
-                out, leaves = self._running_module(case, inputs, x, w, b)
-            elif case.op == "instance_norm":
-                out = {"y": F.instance_norm(x, weight=w, bias=b, eps=p["eps"])}
-            elif case.op == "group_norm":
-                out = {"y": F.group_norm(x, p["groups"], weight=w, bias=b, eps=p["eps"])}
-            elif case.op == "layer_norm":
-                out = {"y": self._layer_norm(x, p["axes"], w, b, p["eps"])}
-            elif case.op == "batch_norm":
-                out, leaves = self._running_module(case, inputs, x, w, b)
-            elif case.op == "normalize":
-                from torchvision.transforms import Normalize
-
-                # Normalize reads dim -3 as channels, (..., C, H, W): other ranks are viewed as [N, C, S, 1]
-                image = x if x.ndim == 4 else x.reshape(*x.shape[:2], math.prod(x.shape[2:]), 1)
-                out = {"y": Normalize(inputs["mean"].tolist(), inputs["std"].tolist())(image).reshape(x.shape)}
-            else:  # channel_stats: what users write, x.mean / x.std over the non-channel dims
-                dims = (0,) + tuple(range(2, x.ndim))
-                unbiased = UNBIASED[p["variance"]]
-                if p["method"] == "pooled":
-                    out = {"mean": x.mean(dim=dims), "std": x.std(dim=dims, unbiased=unbiased)}
-                else:
-                    # torch reads dim=() as every dim: an [N, C] input (one value per image and channel)
-                    # gets a trailing dim of its own to reduce over
-                    image = x if x.ndim > 2 else x.unsqueeze(-1)
-                    per = tuple(range(2, image.ndim))
-                    out = {"mean": image.mean(dim=per).mean(dim=0),
-                           "std": image.std(dim=per, unbiased=unbiased).mean(dim=0)}
-        if grad:
-            out["y"].backward(self.tensor(inputs["grad_output"], case))
-            out.update({name: leaves[name.removeprefix("grad_")].grad for name in case.gradients})
+        with torch.set_grad_enabled(case.params.get("grad", False)):
+            out = super().run(case, inputs)
         return {k: to_numpy(v) for k, v in out.items()}
 
-    @staticmethod
-    def _layer_norm(x, axes, w, b, eps):
+    def leaves(self, case, inputs):
+        """x, weight and bias as tensors (None where absent); with ``grad``, leaves that require grad, as
+        users train them (x keeps its layout's memory: NHWC stays NHWC)."""
+        x, w, b = self.tensor(inputs["x"], case), self.param(inputs.get("weight"), case), self.param(inputs.get("bias"), case)
+        if case.params.get("grad", False):
+            x, w, b = (None if t is None else t.detach().requires_grad_() for t in (x, w, b))
+        return x, w, b
+
+    def with_grads(self, case, inputs, out, **leaves):
+        """``out`` and, with ``grad``, the gradients of sum(y * grad_output) at ``leaves`` (x, weight, bias)."""
+        if case.params.get("grad", False):
+            out["y"].backward(self.tensor(inputs["grad_output"], case))
+            out.update({name: leaves[name.removeprefix("grad_")].grad for name in case.gradients})
+        return out
+
+    def instance_norm(self, case, inputs):
         import torch.nn.functional as F
 
-        # F.layer_norm normalizes trailing dims: move the case's axes to the end, then back.
-        rest = [d for d in range(x.ndim) if d not in axes]
-        xp = x.permute(*rest, *axes)
-        y = F.layer_norm(xp, [x.shape[a] for a in axes], weight=w, bias=b, eps=eps)
-        return y.permute(*np.argsort(rest + list(axes)).tolist())
+        if case.params["track_running_stats"]:
+            return self.batch_norm(case, inputs)  # nn.InstanceNorm*d's running statistics: batch norm's passes
+        x, w, b = self.leaves(case, inputs)
+        y = F.instance_norm(x, weight=w, bias=b, eps=case.params["eps"])
+        return self.with_grads(case, inputs, {"y": y}, x=x, weight=w, bias=b)
 
-    def _running_module(self, case, inputs, x, w, b):
-        """``nn.BatchNorm*d`` or ``nn.InstanceNorm*d(track_running_stats=True)``: ``steps`` training passes,
-        then (eval_after) one eval pass; y is the last pass's. Returns the outputs and the grad leaves."""
+    def group_norm(self, case, inputs):
+        import torch.nn.functional as F
+
+        x, w, b = self.leaves(case, inputs)
+        y = F.group_norm(x, case.params["groups"], weight=w, bias=b, eps=case.params["eps"])
+        return self.with_grads(case, inputs, {"y": y}, x=x, weight=w, bias=b)
+
+    def layer_norm(self, case, inputs):
+        import torch.nn.functional as F
+
+        x, w, b = self.leaves(case, inputs)
+        # F.layer_norm normalizes trailing dims: move the case's axes to the end, then back.
+        axes = case.params["axes"]
+        rest = [d for d in range(x.ndim) if d not in axes]
+        y = F.layer_norm(x.permute(*rest, *axes), [x.shape[a] for a in axes], weight=w, bias=b, eps=case.params["eps"])
+        y = y.permute(*np.argsort(rest + list(axes)).tolist())
+        return self.with_grads(case, inputs, {"y": y}, x=x, weight=w, bias=b)
+
+    def normalize(self, case, inputs):
+        from torchvision.transforms import Normalize
+
+        x, _, _ = self.leaves(case, inputs)
+        # Normalize reads dim -3 as channels, (..., C, H, W): other ranks are viewed as [N, C, S, 1]
+        image = x if x.ndim == 4 else x.reshape(*x.shape[:2], math.prod(x.shape[2:]), 1)
+        y = Normalize(inputs["mean"].tolist(), inputs["std"].tolist())(image).reshape(x.shape)
+        return self.with_grads(case, inputs, {"y": y}, x=x)
+
+    def channel_stats(self, case, inputs):
+        # what users write, x.mean / x.std over the non-channel dims
+        x, p = self.tensor(inputs["x"], case), case.params
+        unbiased = UNBIASED[p["variance"]]
+        if p["method"] == "pooled":
+            dims = (0,) + tuple(range(2, x.ndim))
+            return {"mean": x.mean(dim=dims), "std": x.std(dim=dims, unbiased=unbiased)}
+        # torch reads dim=() as every dim: an [N, C] input (one value per image and channel) gets a
+        # trailing dim of its own to reduce over
+        image = x if x.ndim > 2 else x.unsqueeze(-1)
+        per = tuple(range(2, image.ndim))
+        return {"mean": image.mean(dim=per).mean(dim=0), "std": image.std(dim=per, unbiased=unbiased).mean(dim=0)}
+
+    def batch_norm(self, case, inputs):
+        """``nn.BatchNorm*d``, or ``nn.InstanceNorm*d(track_running_stats=True)``, through the base class's
+        passes: ``steps`` training passes, then (eval_after) one eval pass; y is the last pass's."""
         import torch
 
         p, rank, nn = case.params, len(case.shape), torch.nn
+        x, w, b = self.leaves(case, inputs)
         if case.op == "batch_norm":
             cls, extra = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}[rank], {}
         else:
@@ -134,16 +153,18 @@ class TorchAdapter(Adapter):
         with torch.no_grad():
             norm.running_mean.copy_(self.param(inputs["running_mean"], case))
             norm.running_var.copy_(self.param(inputs["running_var"], case))
-        training = p.get("training", True)
-        norm.train(training)
-        earlier = inputs["x_steps"] if p.get("eval_after") else inputs["x_steps"][:-1] if training else []
-        for xk in earlier:
-            norm(self.tensor(xk, case))
-        norm.train(training and not p.get("eval_after"))
-        out = {"y": norm(x)}
-        if training:
-            out.update(running_mean=norm.running_mean, running_var=norm.running_var)
-        return out, {"x": x, "weight": norm.weight, "bias": norm.bias}
+        out = self.running_passes(case, inputs, norm, x)
+        return self.with_grads(case, inputs, out, x=x, weight=norm.weight, bias=norm.bias)
+
+    def step_input(self, case, x):
+        return self.tensor(x, case)
+
+    def running_step(self, case, norm, x, train, momentum):
+        norm.train(train)
+        return norm(x), norm
+
+    def running_stats(self, case, norm):
+        return norm.running_mean, norm.running_var
 
 
 def host_tensor(v, case, layout: bool = False):
