@@ -34,7 +34,9 @@ def test_compare_finds_a_differing_status_with_both_ratios():
     d = profiles.compare(ref, new)
     assert (d["items"], d["compared"], d["moved"]) == (3, 3, 0)
     assert d["differing"] == [{"case": "f/a", "adapter": "numpy", "reference": "pass", "status": "fail",
-                               "reference_ratio": 0.9, "ratio": 1.4, "reference_reason": None, "reason": None}]
+                               "reference_ratio": 0.9, "ratio": 1.4, "reference_margin": None, "margin": None,
+                               "reference_reason": None, "reason": None}]
+    assert d["accepted"] == [] and d["changed"] == []
 
 
 def test_compare_counts_moved_numbers_and_items_the_reference_lacks():
@@ -82,7 +84,7 @@ def test_a_differing_verdict_makes_the_tool_exit_nonzero(tmp_path, monkeypatch, 
     text = capsys.readouterr().out
     assert code == 1, text
     assert runs == [("default", None), ("torch-default", "torch")]  # the torch profile runs torch's adapters only
-    assert "f/a[torch]: pass (0.98) -> fail (1.03)" in text
+    assert "f/a[torch]: pass (error/tolerance 0.98) -> fail (error/tolerance 1.03)" in text
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["exit"] == 1 and len(summary["profiles"][1]["differing"]) == 1
 
@@ -155,3 +157,24 @@ def test_a_setting_the_framework_refuses_is_a_clear_error():
                          check="import numpy; print('imported')")
     seen, error = profiles.run_check(p)
     assert seen is None and f"NPY_DISABLE_CPU_FEATURES={baseline[0]}" in error and "baseline" in error, error
+
+
+def test_a_flip_under_a_platform_dependent_entry_is_accepted_and_an_edited_case_is_not_compared():
+    entry = {"index": 7, "cause": "one_pass_variance", "reason": "r", "link": "l", "platform_dependent": True}
+    ref = doc(dict(result("f/a", "jax", "expected", 1.37), known=dict(entry, observed="mismatch"), margin=1.37),
+              result("f/b", "jax", "pass", 0.5))
+    new = doc(dict(result("f/a", "jax", "pass", 0.44), known=dict(entry, observed="agrees"), margin=0.44),
+              result("f/b", "jax", "fail", 1.5))
+    ref["cases"] = {"f/a": {"op": "instance_norm", "dtype": "float16", "input": {"generator": {"seed": 1}, "std": 9.9}},
+                    "f/b": {"op": "layer_norm", "params": {"eps": 1e-5}}}
+    new["cases"] = {"f/a": {"op": "instance_norm", "dtype": "float16", "input": {"generator": {"seed": 1}, "std": 9.8}},
+                    "f/b": {"op": "layer_norm", "params": {"eps": 1e-3}}}  # edited between the runs
+    d = profiles.compare(ref, new)
+    assert d["differing"] == [] and d["changed"] == ["f/b[jax]"] and d["compared"] == 1
+    assert [(x["reference"], x["status"], x["reference_margin"], x["margin"]) for x in d["accepted"]] == \
+        [("expected", "pass", 1.37, 0.44)]
+    assert profiles.exit_code([{"differing": [], "accepted": d["accepted"]}]) == 0
+    # the same flip without the platform_dependent entry is a differing verdict
+    strict = dict(entry, platform_dependent=False)
+    ref["results"][0]["known"], new["results"][0]["known"] = dict(strict, observed="mismatch"), None
+    assert [x["case"] for x in profiles.compare(ref, new)["differing"]] == ["f/a"]

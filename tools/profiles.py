@@ -11,10 +11,14 @@ below sets what the frameworks themselves document for choosing their kernels, a
 matrix runs again in a fresh pytest process (``--report-dir`` per profile, under ``--work``). The
 per-item ``status`` of each profile's ``conformance.json`` is compared with the ``default``
 profile's (always run first: it is the reference). The tool prints per profile the items run, the
-items whose status differs (with the largest error / tolerance ratio in both runs) and the items
-whose numbers moved without changing status, then one summary table; it exits 1 when a verdict
-differs anywhere, 2 when a profile could not run (a framework rejected its setting, pytest
-crashed), 0 otherwise.
+items whose status differs (with the largest error / tolerance ratio and the verdict's ``margin``
+in both runs) and the items whose numbers moved without changing status, then one summary table;
+it exits 1 when a verdict differs anywhere, 2 when a profile could not run (a framework rejected
+its setting, pytest crashed), 0 otherwise. A flip between ``pass`` and ``expected`` under one
+``platform_dependent`` known entry is listed apart and does not fail: that entry accepts either
+outcome by design. The case paths are copied to ``--work``/_cases first, so that every profile runs
+the same cases even if they are edited meanwhile (the code is not copied: do not edit it during a
+run); an item whose case definition still differs between two reports is not compared.
 
 A profile that changes one framework runs only the adapters built on it (``framework`` in the
 default run's environment); NumPy profiles run everything, because the oracle and the input
@@ -236,13 +240,39 @@ def _numbers(result: dict) -> dict:
             for name, m in (result.get("outputs") or {}).items()}
 
 
+def _definition(doc: dict, result: dict) -> str:
+    """What defines an item apart from the machine: its case as written (not the input statistics,
+    which the profile's NumPy computes, nor the tolerance derived from them)."""
+    case = (doc.get("cases") or {}).get(result["case"]) or {}
+    given = {k: case.get(k) for k in ("op", "shape", "dtype", "layout", "params")}
+    given["input"] = {k: v for k, v in (case.get("input") or {}).items() if k in ("generator", "data")}
+    return json.dumps(given, sort_keys=True, default=str)
+
+
+def _entry(result: dict):
+    """The known entry a result names, without what this machine observed; None if it names none."""
+    k = result.get("known")
+    return None if not k else tuple(k.get(f) for f in ("index", "cause", "reason", "platform_dependent"))
+
+
+def _either_accepted(a: dict, b: dict) -> bool:
+    """A flip between a pass and the explained mismatch that one platform_dependent entry accepts."""
+    ka = _entry(a)
+    return (ka is not None and ka[3] is True and ka == _entry(b)
+            and {a.get("status"), b.get("status")} <= {"pass", "expected"})
+
+
 def compare(reference: dict, other: dict) -> dict:
     """Per-item comparison of two conformance.json documents (``other`` against ``reference``).
 
-    ``items``: results in ``other``; ``compared``: those also in the reference; ``differing``: one
-    record per item whose status differs (case, adapter, both statuses and ratios, the reasons);
-    ``moved``: items with the same status whose max_abs or max_ulp changed, and ``moved_max``, the
-    one whose ratio changed most; ``only_here``: items the reference lacks.
+    ``items``: results in ``other``; ``compared``: those also in the reference with the same case
+    definition; ``differing``: one record per item whose status differs (case, adapter, both
+    statuses, ratios, margins and reasons); ``accepted``: the same for flips between ``pass`` and
+    ``expected`` under one ``platform_dependent`` known entry, which accepts either outcome by
+    design (they do not fail the tool); ``moved``: items with the same status whose max_abs or
+    max_ulp changed, and ``moved_max``, the one whose ratio changed most; ``only_here``: items the
+    reference lacks; ``changed``: items whose case, or the known entry both results name, was edited
+    between the two runs (not compared: that difference would not be the machine's).
 
     >>> ref = {"results": [{"case": "f/c", "adapter": "a", "status": "pass", "outputs": {"y": {"ratio": 0.9}}}]}
     >>> new = {"results": [{"case": "f/c", "adapter": "a", "status": "fail", "outputs": {"y": {"ratio": 1.2}}}]}
@@ -251,28 +281,34 @@ def compare(reference: dict, other: dict) -> dict:
     """
     ref = {(r["case"], r["adapter"]): r for r in reference.get("results") or []}
     results = other.get("results") or []
-    differing, moved, only_here, compared, moved_max = [], 0, [], 0, None
+    out = {"items": len(results), "compared": 0, "differing": [], "accepted": [], "moved": 0,
+           "moved_max": None, "only_here": [], "changed": []}
     for r in results:
         key = (r["case"], r["adapter"])
         base = ref.get(key)
         if base is None:
-            only_here.append(f"{key[0]}[{key[1]}]")
+            out["only_here"].append(f"{key[0]}[{key[1]}]")
             continue
-        compared += 1
+        edited_entry = None not in (_entry(base), _entry(r)) and _entry(base) != _entry(r)
+        if edited_entry or _definition(reference, base) != _definition(other, r):
+            out["changed"].append(f"{key[0]}[{key[1]}]")
+            continue
+        out["compared"] += 1
         a, b = item_ratio(base), item_ratio(r)
         if base.get("status") != r.get("status"):
-            differing.append({"case": key[0], "adapter": key[1], "reference": base.get("status"),
-                              "status": r.get("status"), "reference_ratio": a, "ratio": b,
-                              "reference_reason": base.get("reason"), "reason": r.get("reason")})
+            record = {"case": key[0], "adapter": key[1], "reference": base.get("status"),
+                      "status": r.get("status"), "reference_ratio": a, "ratio": b,
+                      "reference_margin": base.get("margin"), "margin": r.get("margin"),
+                      "reference_reason": base.get("reason"), "reason": r.get("reason")}
+            out["accepted" if _either_accepted(base, r) else "differing"].append(record)
         elif _numbers(base) != _numbers(r):
-            moved += 1
+            out["moved"] += 1
             if a is not None and b is not None and not (math.isnan(a) or math.isnan(b)):
                 change = abs(b - a)
-                if moved_max is None or change > moved_max["change"]:
-                    moved_max = {"case": key[0], "adapter": key[1], "status": r.get("status"),
-                                 "reference_ratio": a, "ratio": b, "change": change}
-    return {"items": len(results), "compared": compared, "differing": differing, "moved": moved,
-            "moved_max": moved_max, "only_here": only_here}
+                if out["moved_max"] is None or change > out["moved_max"]["change"]:
+                    out["moved_max"] = {"case": key[0], "adapter": key[1], "status": r.get("status"),
+                                        "reference_ratio": a, "ratio": b, "change": change}
+    return out
 
 
 def exit_code(summary: list[dict]) -> int:
@@ -284,8 +320,37 @@ def exit_code(summary: list[dict]) -> int:
 
 # ------------------------------------------------------------------------------------------ running
 
-def _fmt_ratio(r) -> str:
-    return "-" if r is None else f"{r:.3g}"
+def _side(status, ratio, margin) -> str:
+    parts = ([f"error/tolerance {ratio:.3g}"] if ratio is not None else []) + (
+        [f"margin {margin:.3g}"] if isinstance(margin, (int, float)) else [])
+    return f"{status} ({', '.join(parts)})" if parts else str(status)
+
+
+def flip_text(d: dict) -> str:
+    """``case[adapter]: reference status (ratio, margin) -> status (ratio, margin)``."""
+    return (f"{d['case']}[{d['adapter']}]: {_side(d['reference'], d['reference_ratio'], d.get('reference_margin'))}"
+            f" -> {_side(d['status'], d['ratio'], d.get('margin'))}")
+
+
+def snapshot(paths: list[str], folder: Path) -> list[str]:
+    """Copies of the case paths as they are now, so that every profile runs the same cases even if
+    they are edited during the run (with the known_discrepancies.yaml beside a single file)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    copies = []
+    for i, given in enumerate(paths):
+        src = Path(given) if Path(given).is_absolute() else ROOT / given
+        dest = folder / str(i) / src.name
+        if src.is_dir():
+            shutil.copytree(src, dest)
+        elif src.is_file():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest)
+            if (src.parent / "known_discrepancies.yaml").is_file():
+                shutil.copy2(src.parent / "known_discrepancies.yaml", dest.parent / "known_discrepancies.yaml")
+        else:
+            raise SystemExit(f"--cases {given}: no such file or folder")
+        copies.append(str(dest))
+    return copies
 
 
 def _elapsed(seconds: float) -> str:
@@ -401,11 +466,12 @@ def main(argv=None) -> int:
     if stripped:
         print(f"note: every profile runs without your {', '.join(f'{k}={v}' for k, v in stripped.items())}")
     paths = opt.cases or ["cases"]
+    work = Path(opt.work)
+    copies = snapshot(paths, work / "_cases")
     # -c/-p: the repository's settings and plugin also for case files outside it; the paths keep
     # the engine tests (tests/) out
     base_cmd = ([PY, "-m", "pytest", "-c", str(ROOT / "pyproject.toml"), "-p", "normconf.plugin",
-                 "-p", "no:cacheprovider", "-q"] + [f"--cases={c}" for c in paths] + paths + extra)
-    work = Path(opt.work)
+                 "-p", "no:cacheprovider", "-q"] + [f"--cases={c}" for c in copies] + copies + extra)
     cpu = m["cpu"]
     print(f"simulated machines on {cpu.get('model')} ({' '.join(cpu.get('flags') or [])}; "
           f"{cpu.get('usable')} of {cpu.get('count')} CPUs): {len(chosen)} profiles, cases {' '.join(paths)}"
@@ -457,32 +523,38 @@ def main(argv=None) -> int:
             continue
         if p.name == REFERENCE:
             reference = doc
-            rec.update(items=len(doc.get("results") or []), compared=None, differing=[], moved=None)
+            rec.update(items=len(doc.get("results") or []), compared=None, differing=[], accepted=[], moved=None)
             print(f"    {rec['items']} items in {_elapsed(rec['seconds'])}: {rec['pytest_summary']}", flush=True)
             continue
         rec.update(compare(reference, doc))
-        print(f"    {rec['items']} items in {_elapsed(rec['seconds'])}: {len(rec['differing'])} verdicts differ, "
-              f"{rec['moved']} moved without changing verdict", flush=True)
+        print(f"    {rec['items']} items in {_elapsed(rec['seconds'])}: {len(rec['differing'])} verdict"
+              f"{' differs' if len(rec['differing']) == 1 else 's differ'}, {len(rec['accepted'])} flipped under a "
+              f"platform_dependent entry, {rec['moved']} moved without changing verdict"
+              + (f"; {len(rec['changed'])} not compared, their case or known entry was edited meanwhile"
+                 if rec["changed"] else "")
+              + (f"; {len(rec['only_here'])} not in the reference run" if rec["only_here"] else ""), flush=True)
         for d in rec["differing"]:
-            print(f"      {d['case']}[{d['adapter']}]: {d['reference']} ({_fmt_ratio(d['reference_ratio'])}) "
-                  f"-> {d['status']} ({_fmt_ratio(d['ratio'])})", flush=True)
+            print(f"      {flip_text(d)}", flush=True)
 
-    print(f"\n{'profile':<15} {'items':>6} {'differing':>9} {'moved':>6} {'time':>8}  env")
+    print(f"\n{'profile':<15} {'items':>6} {'differing':>9} {'accepted':>8} {'moved':>6} {'time':>8}  env")
     for rec in summary:
         env = " ".join([f"{k}={v}" for k, v in rec["env"].items()] + rec["wrapper"] + rec["pytest_args"])
         if rec.get("skipped") or rec.get("error"):
             state = f"skipped: {rec['skipped']}" if rec.get("skipped") else "ERROR: " + rec["error"].splitlines()[0]
-            print(f"{rec['profile']:<15} {'-':>6} {'-':>9} {'-':>6} {'-':>8}  {env}  ({state})")
+            print(f"{rec['profile']:<15} {'-':>6} {'-':>9} {'-':>8} {'-':>6} {'-':>8}  {env}  ({state})")
             continue
         moved = "-" if rec.get("moved") is None else str(rec["moved"])
-        differing = "-" if rec["profile"] == REFERENCE else str(len(rec["differing"]))
-        print(f"{rec['profile']:<15} {rec['items']:>6} {differing:>9} {moved:>6} {_elapsed(rec['seconds']):>8}  {env}")
-    flips = [(rec["profile"], d) for rec in summary for d in rec.get("differing") or []]
-    if flips:
-        print(f"\n{len(flips)} verdicts differ from the default run:")
-        for name, d in flips:
-            print(f"  {name:<15} {d['case']}[{d['adapter']}]: {d['reference']} ({_fmt_ratio(d['reference_ratio'])}) "
-                  f"-> {d['status']} ({_fmt_ratio(d['ratio'])})")
+        differing, accepted = (("-", "-") if rec["profile"] == REFERENCE
+                               else (str(len(rec["differing"])), str(len(rec["accepted"]))))
+        print(f"{rec['profile']:<15} {rec['items']:>6} {differing:>9} {accepted:>8} {moved:>6} "
+              f"{_elapsed(rec['seconds']):>8}  {env}")
+    for key, title in (("accepted", "flipped under a platform_dependent known entry (either outcome accepted)"),
+                       ("differing", "differ from the default run")):
+        flips = [(rec["profile"], d) for rec in summary for d in rec.get(key) or []]
+        if flips:
+            print(f"\n{len(flips)} verdict{'s' if len(flips) > 1 else ''} {title}:")
+            for name, d in flips:
+                print(f"  {name:<15} {flip_text(d)}")
     code = exit_code(summary)
     print(f"\n{'no verdict differs' if code == 0 else 'verdicts differ' if code == 1 else 'a profile could not run'}"
           f" ({_elapsed(time.perf_counter() - start)}); reports in {work}/<profile>/")
