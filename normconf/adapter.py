@@ -271,7 +271,7 @@ def _load(ep: importlib.metadata.EntryPoint, what: str) -> list[Adapter]:
         raise AdapterLoadError(f"{what} {ep.name!r} ({ep.value}) failed to load: {exc!r}") from exc
 
 
-def builtin_adapters() -> list[Adapter]:
+def builtin() -> list[Adapter]:
     """One instance of every built-in adapter, in report order: what normconf's own entry points of
     the ``normconf.adapters`` group name (``adapters:builtin``), loaded as other distributions' are."""
     found = [a for ep in _builtin_entry_points() for a in _load(ep, "built-in entry point")]
@@ -314,7 +314,7 @@ def registry(specs=(), entry_points: bool = True) -> dict[str, Adapter]:
     """Every adapter by name: built-in, then other distributions' entry points (``entry_points``),
     then ``specs`` (MODULE:CLASS)."""
     adapters = {}
-    for adapter in builtin_adapters() + (entry_point_adapters() if entry_points else []) + [load_spec(s) for s in specs]:
+    for adapter in builtin() + (entry_point_adapters() if entry_points else []) + [load_spec(s) for s in specs]:
         if adapter.name in adapters and type(adapters[adapter.name]) is not type(adapter):
             raise AdapterLoadError(f"two adapters are named {adapter.name!r}: {adapters[adapter.name]!r} and {adapter!r}")
         adapters[adapter.name] = adapter
