@@ -157,7 +157,8 @@ def _golden_case(case, out: Path, names: set) -> dict:
 
 
 def cmd_report(args) -> int:
-    from .html import merge, render
+    from .html import render
+    from .merge import merge
 
     docs = []
     for path in args.inputs:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from normconf.html import merge, render
+from normconf.html import render
+from normconf.merge import merge
 from normconf.report import STATUSES, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -282,7 +283,8 @@ def test_cli_report_merges_and_renders(tmp_path, capsys):
 def test_render_escapes_everything_from_case_files():
     page = render(merge([small()], ["run.json"]))
     assert EVIL not in page and "<img src=x" not in page and "<b>fitted</b>" not in page
-    assert html.escape(EVIL, quote=True) in page  # the description, in the case's summary line
+    # the description, in the case's summary line, as text (whichever entities spell it)
+    assert EVIL in [html.unescape(d) for d in re.findall(r'<span class="desc">([^<]*)</span>', page)]
     parsed = Page(page)
     assert [attrs for attrs, _ in parsed.scripts if "src" in attrs] == []
     assert len(parsed.scripts) == 2, "the data blob and the page's script, nothing injected"
@@ -292,6 +294,82 @@ def test_render_escapes_everything_from_case_files():
     case = next(c for c in data["cases"] if c["k"] == "instance_norm/offset_0@mean=1")
     assert case["desc"] == EVIL and case["res"][0]["r"] == '<img src=x onerror="alert(1)">'
     assert case["res"][0]["x"]["detail"] == "</script><b>fitted</b>"
+
+
+SCRIPT = "<script>alert(1)</script>"
+
+
+def hostile(status):
+    """A run whose every shown string holds a script element: case id, adapter, op, dtype, tag,
+    reason, description, CPU, command, adapter version and reason."""
+    key, adapter, op, dtype = f"layer_norm/{SCRIPT}@mean=10", f"torch{SCRIPT}", f"layer_norm{SCRIPT}", f"float32{SCRIPT}"
+    tags = ["stability", SCRIPT]
+    results = [result(key, "numpy", op=op, dtype=dtype, tags=tags),
+               result(key, adapter, status, op=op, dtype=dtype, tags=tags, reason=SCRIPT)]
+    doc = document(results, {key: summary(key, op, dtype, tags=tags, mean=10.0, description=SCRIPT)},
+                   {key: matrix(["oracle", "numpy", adapter])}, adapters=("numpy", adapter),
+                   cpu={"model": SCRIPT, "flags": [SCRIPT]}, command=["pytest", SCRIPT])
+    doc["environment"]["adapters"][adapter].update(version=SCRIPT, available=False, reason=SCRIPT)
+    return doc
+
+
+def test_render_escapes_a_script_element_in_every_field_it_shows():
+    page = render(merge([hostile("pass"), hostile("fail")], [f"cpu{SCRIPT}.json", "gpu.json"]))
+    assert SCRIPT not in page and "<script>alert" not in page
+    parsed = Page(page)
+    assert len(parsed.scripts) == 2 and [attrs for attrs, _ in parsed.scripts if "src" in attrs] == []
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    header = page[page.index("<header>"):page.index("</header>")]
+    assert header.count(escaped) >= 3, "the CPU model, its flags and the source file name"
+    sections = dict(re.findall(r'<section id="(\w+)"(.*?)</section>', page, re.S))
+    for name in ("filters", "overview", "conflicts", "heatmap", "cases", "environment"):
+        assert escaped in sections[name], f"{name}: the hostile value is shown, as text"
+    cells = Page(page).cells
+    assert any(c["title"].startswith(f"torch{SCRIPT}: fail") for c in cells)  # an attribute, decoded
+    blob = next(text for attrs, text in parsed.scripts if attrs.get("id") == "normconf-data")
+    assert "<" not in blob
+    res = {r["a"]: r for r in parsed.blob()["cases"][0]["res"]}
+    assert res[f"torch{SCRIPT}"]["r"] == SCRIPT  # the page's script shows it with textContent
+
+
+def test_render_leaves_the_document_alone_and_is_deterministic():
+    from normconf.html import view
+
+    doc = small()
+    before = copy.deepcopy(doc)
+    n = {s: sum(r["status"] == s for r in doc["results"]) for s in STATUSES}
+    assert view(doc)["header"]["counts"] == [(s, n[s]) for s in STATUSES if n[s]]
+    assert render(doc) == render(doc)
+    assert doc == before
+
+
+def test_inlined_stylesheet_and_script_cannot_end_their_element():
+    import jinja2
+
+    from normconf.html import _inline
+
+    env = jinja2.Environment(loader=jinja2.DictLoader({"x.js": "var s = '</SCRIPT>';", "x.css": "a{}</style>",
+                                                       "ok.css": "a{b:c}"}))
+    with pytest.raises(ValueError, match="x.js: contains '</script'"):
+        _inline(env, "x.js")
+    with pytest.raises(ValueError, match="x.css: contains '</style'"):
+        _inline(env, "x.css")
+    assert _inline(env, "ok.css") == "a{b:c}"
+
+
+def test_templates_ship_as_package_data():
+    """An installed normconf renders from its package data: every file of normconf/templates/ is
+    matched by pyproject.toml's package-data, and Jinja2 is a dependency."""
+    import fnmatch
+
+    tomllib = pytest.importorskip("tomllib", reason="Python 3.11+")
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    globs = config["tool"]["setuptools"]["package-data"]["normconf"]
+    folder = ROOT / "normconf" / "templates"
+    files = sorted(p.relative_to(folder.parent).as_posix() for p in folder.iterdir())
+    assert {"templates/report.html.j2", "templates/report.css", "templates/report.js"} <= set(files)
+    assert [f for f in files if not any(fnmatch.fnmatch(f, g) for g in globs)] == []
+    assert any(re.match(r"jinja2\b", d, re.I) for d in config["project"]["dependencies"])
 
 
 def test_render_one_heatmap_cell_per_result_with_status_and_number():
