@@ -46,9 +46,16 @@ def test_serial_and_xdist_reports_agree(tmp_path):
         return [(r["case"], r["adapter"], r["status"], json.dumps(r["outputs"], sort_keys=True),
                  json.dumps(r["explanation"], sort_keys=True)) for r in doc["results"]]
 
-    assert len(serial["results"]) == 3 * (6 + 1 + 2)
+    # numpy runs the 9 cases; each recipe only those of its op (6 instance norms, 2 channel stats)
+    assert len(serial["results"]) == 9 + 6 + 2
     assert key(serial) == key(parallel)
     assert serial["matrices"] == parallel["matrices"]
+    # what got no items comes from the workers' collection, the same as the serial run's
+    assert serial["not_run"] == parallel["not_run"]
+    assert [(e["adapter"], e["op"], e["status"], e["cases"]) for e in serial["not_run"]] == [
+        ("recipe-000-numpy", "batch_norm", "unsupported", 1), ("recipe-000-numpy", "channel_stats", "unsupported", 2),
+        ("recipe-004-calculate-norm", "instance_norm", "unsupported", 6),
+        ("recipe-004-calculate-norm", "batch_norm", "unsupported", 1)]
     assert any(len(m["labels"]) > 2 for m in serial["matrices"].values())
 
 
