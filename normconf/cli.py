@@ -20,8 +20,7 @@ from .adapter import AdapterLoadError, registry
 from .cases import load_paths
 from .engine import context
 from .report import safe_name, write_json
-
-DEFAULT_CASES = Path(__file__).resolve().parents[1] / "cases"
+from .shipped import shipped_cases
 
 
 def main(argv=None) -> int:
@@ -31,7 +30,7 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p_list = sub.add_parser("list", help="list adapters (with availability) and cases")
-    p_list.add_argument("--cases", action="append", default=[], metavar="PATH", help="case file or folder (default: cases/)")
+    p_list.add_argument("--cases", action="append", default=[], metavar="PATH", help="case file or folder (default: the shipped cases)")
     p_list.add_argument("--adapter", action="append", default=[], metavar="MODULE:CLASS", help="also list this adapter")
     p_list.add_argument("--json", action="store_true", help="print JSON instead of text")
 
@@ -58,7 +57,11 @@ def cmd_list(args) -> int:
     except AdapterLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    cases, errors = load_paths(args.cases or [DEFAULT_CASES])
+    try:
+        cases, errors = load_paths(args.cases or [shipped_cases()])
+    except ModuleNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps({"adapters": {n: a.describe() for n, a in adapters.items()},
                           "cases": [{"case": c.key, "op": c.op, "shape": list(c.shape), "dtype": c.dtype,
