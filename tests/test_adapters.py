@@ -4,13 +4,11 @@ nothing in normconf/ imports the adapters package)."""
 from __future__ import annotations
 
 import ast
-import sys
-import textwrap
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 
 import adapters
 from normconf import adapter as contract
@@ -103,7 +101,7 @@ def test_installed_metadata_declares_the_same_entry_point():
 
 
 def test_builtin_adapters_without_a_declaration_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(contract, "_builtin_entry_points", lambda: [])
+    monkeypatch.setattr(contract, "_builtin_entry_points", list)
     with pytest.raises(AdapterLoadError, match="no built-in adapters: normconf declares them in the "
                                                "'normconf.adapters' entry points of its pyproject.toml"):
         registry()
