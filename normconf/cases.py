@@ -23,6 +23,7 @@ import functools
 import itertools
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,9 +168,84 @@ def _short(value: Any) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
+class Params(Mapping):
+    """A case's validated parameters: a read-only mapping, read by key or by attribute.
+
+    >>> p = Params({"eps": 1e-5, "variance": "biased"})
+    >>> p.eps, p["variance"], p.get("groups")
+    (1e-05, 'biased', None)
+    >>> p.replace(eps=1e-3).eps, p.eps  # a new one; this one is unchanged
+    (0.001, 1e-05)
+
+    The annotations below are every parameter of :data:`PARAMS` with its validated type; a case has
+    those of its op only (``case.params.groups`` of an instance norm is an AttributeError naming the
+    parameters it has). Per-channel arrays stay as validated: a nested list, or ``{generator: ...}``.
+    """
+
+    __slots__ = ("_values",)
+
+    eps: float
+    variance: str  # one of DIVISORS
+    weight: list | dict | None
+    bias: list | dict | None
+    framework_defaults: bool
+    grad: bool
+    grad_output: list | dict | None  # shaped like y; set (the default generator) whenever grad is
+    track_running_stats: bool
+    momentum: float | None  # None: a cumulative average
+    running_mean: list | dict | None
+    running_var: list | dict | None
+    running_variance: str  # one of DIVISORS
+    steps: int
+    axes: list[int]  # layer_norm: sorted, non-negative
+    groups: int
+    training: bool
+    eval_after: bool
+    mean: list[float]  # normalize: one per channel
+    std: list[float]
+    method: str  # one of METHODS
+
+    def __init__(self, values: Mapping | None = None):
+        object.__setattr__(self, "_values", dict(values or {}))
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_values" or name.startswith("__"):  # not set yet, or a protocol probe (copy, pickle)
+            raise AttributeError(name)
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(f"this case has no parameter {name!r} (it has: {', '.join(self._values)})") from None
+
+    def __setattr__(self, name: str, value) -> None:
+        raise AttributeError(f"case parameters are read-only (setting {name!r}): use Case.with_params")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"case parameters are read-only (deleting {name!r})")
+
+    def replace(self, **changes) -> "Params":
+        """New parameters: these with ``changes`` (a key may be new: an oracle variant's convention)."""
+        return Params({**self._values, **changes})
+
+    def __repr__(self) -> str:
+        return f"Params({self._values!r})"
+
+    def __reduce__(self):
+        return Params, (self._values,)
+
+
 @dataclass
 class Case:
-    """One validated case after ``defaults:`` merging and ``matrix:`` expansion."""
+    """One validated case after ``defaults:`` merging and ``matrix:`` expansion. ``params`` is a
+    :class:`Params` (a mapping given here becomes one)."""
 
     file: str
     id: str
@@ -179,13 +255,17 @@ class Case:
     dtype: str
     data: Any | None
     generator: dict | None
-    params: dict
+    params: Params
     expect_values: dict = field(default_factory=dict)
     tolerance: dict | None = None
     tags: tuple[str, ...] = ()
     description: str = ""
     source: str = ""
     raw: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not isinstance(self.params, Params):
+            self.params = Params(self.params)
 
     @property
     def stem(self) -> str:
@@ -206,9 +286,9 @@ class Case:
         return tuple(n for n in self.outputs if n in GRADIENTS)
 
     def with_params(self, **changes) -> "Case":
-        """The same case with some parameters changed (used for native conventions)."""
+        """The same case with some parameters changed (used for native conventions); this one is unchanged."""
         clone = copy.copy(self)
-        clone.params = {**self.params, **changes}
+        clone.params = self.params.replace(**changes)
         return clone
 
 

@@ -152,7 +152,7 @@ def _golden_case(case, out: Path, names: set) -> dict:
     np.savez(out / name, **arrays)
     digest = hashlib.sha256((out / name).read_bytes()).hexdigest()
     return {"case": case.key, "file": name, "sha256": digest, "op": case.op, "dtype": case.dtype,
-            "layout": case.layout, "shape": list(case.shape), "params": case.params,
+            "layout": case.layout, "shape": list(case.shape), "params": dict(case.params),
             "arrays": {k: list(v.shape) for k, v in arrays.items()},
             "tolerance": {k: ctx.tolerance[k] for k in ctx.expected},
             "default_tolerance_formula": "see README, Tolerances",
