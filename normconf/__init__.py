@@ -8,7 +8,9 @@ __version__ = "0.1.0"
 
 
 def reproduce(case_file: str, case_id: str, adapter: str, adapter_specs=()) -> dict:
-    """Run one (case, adapter) pair outside pytest and return its result record.
+    """Run one (case, adapter) pair outside pytest and return its result record, as
+    ``conformance.json`` has it (:meth:`normconf.records.Result.to_json`; the typed record and the
+    adapter's outputs are :func:`normconf.engine.evaluate`'s).
 
     >>> r = reproduce("cases/seeds.yaml", "blog_2x3x5x5_biased", "numpy")  # doctest: +SKIP
     >>> r["status"]
@@ -26,6 +28,4 @@ def reproduce(case_file: str, case_id: str, adapter: str, adapter_specs=()) -> d
     if not match:
         raise KeyError(f"{case_file}: no case {case_id!r}" + (f" ({errors[0]})" if errors else ""))
     entries = known.load(Path(case_file).parent / "known_discrepancies.yaml")
-    result = evaluate(match[0], registry(adapter_specs)[adapter], entries)
-    result.pop("arrays", None)
-    return result
+    return evaluate(match[0], registry(adapter_specs)[adapter], entries).to_json()

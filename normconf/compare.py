@@ -2,16 +2,15 @@
 
 >>> import numpy as np
 >>> m = compare(np.array([1.0, 2.0]), np.array([1.0, 2.5]), "float32", atol=1e-6, rtol=1e-6)
->>> m["max_abs"], m["worst_index"], m["ok"]
+>>> m.max_abs, m.worst_index, m.ok
 (0.5, [1], False)
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .cases import GRADIENTS
+from .records import Metrics
 
 # p = mantissa bits (with the implicit one), emin = smallest normal exponent.
 FORMATS = {"float64": (53, -1022), "float32": (24, -126), "float16": (11, -14), "bfloat16": (8, -126)}
@@ -97,8 +96,9 @@ def ulp(values: np.ndarray, dtype: str) -> np.ndarray:
     return np.ldexp(1.0, exp)
 
 
-def compare(expected, actual, dtype: str, atol: float, rtol: float, scale: str | None = None) -> dict:
-    """Metrics of ``actual`` against ``expected`` and whether every element is within tolerance.
+def compare(expected, actual, dtype: str, atol: float, rtol: float, scale: str | None = None) -> Metrics:
+    """:class:`~normconf.records.Metrics` of ``actual`` against ``expected``: the differences and
+    whether every element is within tolerance. Non-finite differences stay floats (``inf``, ``nan``).
 
     Passing: ``|actual - expected| <= atol + rtol * |expected|`` everywhere; NaN must meet NaN in the
     same place, and inf the same inf. ``worst_index`` is the element furthest out of tolerance.
@@ -140,23 +140,13 @@ def compare(expected, actual, dtype: str, atol: float, rtol: float, scale: str |
         acc["nan_actual"] += int(np.isnan(a).sum())
     if e_flat.size:
         worst = np.unravel_index(acc["worst"], e_all.shape)
-        at_worst = {"expected_at_worst": _num(e_all[worst]), "actual_at_worst": _num(a_all[worst])}
+        at_worst = float(e_all[worst]), float(a_all[worst])
     else:
-        worst, at_worst = (), {"expected_at_worst": None, "actual_at_worst": None}
-    return {
-        "max_abs": _num(acc["max_abs"]),
-        "max_rel": _num(acc["max_rel"]),
-        "max_ulp": _num(acc["max_ulp"]),
-        "worst_index": [int(i) for i in worst],
-        **at_worst,
-        "ratio": _num(max(acc["ratio"], 0.0)),
-        "bad": acc["bad"],
-        "nan_expected": acc["nan_expected"],
-        "nan_actual": acc["nan_actual"],
-        "atol": atol,
-        "rtol": rtol,
-        "ok": acc["bad"] == 0,
-    }
+        worst, at_worst = (), (None, None)
+    return Metrics(max_abs=float(acc["max_abs"]), max_rel=float(acc["max_rel"]), max_ulp=float(acc["max_ulp"]),
+                   worst_index=[int(i) for i in worst], expected_at_worst=at_worst[0], actual_at_worst=at_worst[1],
+                   ratio=float(max(acc["ratio"], 0.0)), bad=acc["bad"], nan_expected=acc["nan_expected"],
+                   nan_actual=acc["nan_actual"], atol=atol, rtol=rtol, ok=acc["bad"] == 0)
 
 
 def _masked(e, a, diff, atol: float, rtol: float, dtype: str):
@@ -189,14 +179,8 @@ def _largest_finite(values: np.ndarray) -> np.ndarray:
     return np.array([] if most is None else [most])
 
 
-def _num(value) -> float | str:
-    """JSON-safe float: non-finite values as strings ('inf', 'nan')."""
-    value = float(value)
-    return value if math.isfinite(value) else str(value)
-
-
 def fmt(value) -> str:
-    """A metric for people: 4 significant digits, or 'inf'/'nan' as stored."""
+    """A metric for people: 4 significant digits ('inf', 'nan' for those; a JSON string as it is)."""
     return f"{value:.4g}" if isinstance(value, (int, float)) else str(value)
 
 

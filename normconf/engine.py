@@ -3,8 +3,8 @@
 >>> from normconf.cases import load_text
 >>> from adapters.numpy_adapter import NumpyAdapter
 >>> case = load_text("cases: [{id: a, op: instance_norm, input: {shape: [2, 3, 4]}}]", "d.yaml")[0][0]
->>> evaluate(case, NumpyAdapter())["status"]
-'pass'
+>>> evaluate(case, NumpyAdapter()).status
+<Status.PASS: 'pass'>
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from .explain import explain
 from .inputs import generate
 from .known import Known
 from .margin import verdict_margin
+from .records import Explanation, Metrics, Result, Status, as_ratio
 
 
 @dataclass
@@ -142,135 +143,132 @@ def _check_values(case: Case, expected: dict, tolerance: dict) -> str | None:
             m = compare(want, expected[name], "float64", **tol)
         except ValueError as exc:
             return f"expect.values.{name}: {exc}"
-        if not m["ok"]:
-            return (f"the oracle disagrees with expect.values.{name}: max |diff| {m['max_abs']:.3g} at "
-                    f"{m['worst_index']} (oracle {m['actual_at_worst']!r}, literal {m['expected_at_worst']!r})")
+        if not m.ok:
+            return (f"the oracle disagrees with expect.values.{name}: max |diff| {m.max_abs:.3g} at "
+                    f"{m.worst_index} (oracle {m.actual_at_worst!r}, literal {m.expected_at_worst!r})")
     return None
 
 
-def record(case: Case, adapter: str, **fields) -> dict:
-    """A result record of conformance.json for ``case`` on ``adapter``, before it is judged."""
-    return {"case": case.key, "adapter": adapter, "op": case.op, "dtype": case.dtype,
-            "layout": case.layout, "shape": list(case.shape), "tags": list(case.tags),
-            "status": None, "reason": None, "outputs": {}, "explanation": None, "seconds": 0.0,
-            "native": {}, "known": None, "margin": None, "margin_output": None, "verdict": None,
-            "strict": None, "arrays": {}, **fields}
+def record(case: Case, adapter: str, **fields) -> Result:
+    """The :class:`~normconf.records.Result` of ``case`` on ``adapter`` before it is judged (``fields``
+    set some of it: ``status=Status.ERROR, reason=...`` for an item that could not run)."""
+    return Result(case=case.key, adapter=adapter, op=case.op, dtype=case.dtype, layout=case.layout,
+                  shape=list(case.shape), tags=list(case.tags), **fields)
 
 
-def evaluate(case: Case, adapter: Adapter, known: list[Known] = ()) -> dict:
-    """Run ``adapter`` on ``case`` and judge it. Returns the result record of conformance.json, plus
-    ``arrays`` (the adapter's outputs, canonical order) which is not serialized."""
+def evaluate(case: Case, adapter: Adapter, known: list[Known] = ()) -> Result:
+    """Run ``adapter`` on ``case`` and judge it. Returns its :class:`~normconf.records.Result`, with
+    ``arrays`` (the adapter's outputs, canonical order), which is not serialized."""
     result = record(case, adapter.name)
     reason = adapter.available()
     if reason:
-        return dict(result, status="unavailable", reason=reason)
+        return result.judged(Status.UNAVAILABLE, reason)
     reason = adapter.unsupported(case)
     if reason:
-        return dict(result, status="unsupported", reason=reason)
+        return result.judged(Status.UNSUPPORTED, reason)
     ctx = context(case)
     if ctx.problem:
-        return dict(result, status="error", reason=f"case error: {ctx.problem}")
+        return result.judged(Status.ERROR, f"case error: {ctx.problem}")
     # framework_defaults: the adapter runs with its framework's default arguments, judged against the
     # oracle with those (a porting view: the differences between frameworks show pairwise)
     defaults = adapter.defaults_for(case)
     if defaults:
-        result["defaults"] = defaults
+        result.defaults = defaults
         ctx = _DefaultsView(ctx, defaults)
         case = case.with_params(**defaults)
     start = time.perf_counter()
     try:
         actual = adapter.run(case, {k: _readonly(v) for k, v in ctx.inputs.items()})
     except Exception as exc:
-        result["seconds"] = time.perf_counter() - start
-        tb = traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-3)
-        return dict(result, status="error", reason=f"{adapter.name} raised {type(exc).__name__}: {exc}",
-                    traceback="".join(tb))
-    result["seconds"] = time.perf_counter() - start
+        result.seconds = time.perf_counter() - start
+        result.traceback = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-3))
+        return result.judged(Status.ERROR, f"{adapter.name} raised {type(exc).__name__}: {exc}")
+    result.seconds = time.perf_counter() - start
 
     missing = adapter.unsupported_outputs(case)
     wanted = [name for name in case.outputs if name not in missing]
-    result["unsupported_outputs"] = {k: v for k, v in missing.items() if k in case.outputs}
+    result.unsupported_outputs = {k: v for k, v in missing.items() if k in case.outputs}
     if not wanted:
-        return dict(result, status="unsupported", reason="; ".join(f"{k}: {v}" for k, v in missing.items()))
+        return result.judged(Status.UNSUPPORTED, "; ".join(f"{k}: {v}" for k, v in missing.items()))
     for name in wanted:
         if name not in actual:
-            return dict(result, status="error", reason=f"{adapter.name} returned no {name!r} (got {sorted(actual)})")
-        result["arrays"][name] = np.asarray(actual[name])
+            return result.judged(Status.ERROR, f"{adapter.name} returned no {name!r} (got {sorted(actual)})")
+        result.arrays[name] = np.asarray(actual[name])
 
     native = {k: v for k, v in adapter.native_for(case).items() if case.params.get(k) != v}
     variant = ctx.variant(native) if native else None
     entries = [k for k in known if k.matches(case.key, adapter.name, case.dtype)]
-    result["native"] = native
+    result.native = native
     failed, excused, stale = [], [], []
     native_matters: dict[str, bool] = {}  # per output: whether its verdict rests on the native comparison
     for name in wanted:
-        got = result["arrays"][name]
+        got = result.arrays[name]
         try:
             metrics = compare(ctx.expected[name], got, case.dtype, **ctx.tolerance[name])
         except ValueError as exc:
-            return dict(result, status="error", reason=f"output {name!r}: {exc}")
-        ok = metrics["ok"]
+            return result.judged(Status.ERROR, f"output {name!r}: {exc}")
+        ok = metrics.ok
         if name in case.expect_values:
             vs = compare(np.asarray(case.expect_values[name]), got, case.dtype,
                          **values_tolerance(case, name, ctx.tolerance[name]))
-            metrics["vs_values"] = {k: vs[k] for k in ("max_abs", "worst_index", "atol", "ratio", "ok")}
-            ok = ok and vs["ok"]
+            metrics.vs_values = vs.against_values()
+            ok = ok and vs.ok
         if variant is not None:
             as_native = compare(variant[name], got, case.dtype, **ctx.tolerance[name])
-            native_differs = not compare(variant[name], ctx.expected[name], case.dtype, **ctx.tolerance[name])["ok"]
-            metrics["vs_native"] = {k: as_native[k] for k in ("max_abs", "ratio", "ok")}
+            native_differs = not compare(variant[name], ctx.expected[name], case.dtype, **ctx.tolerance[name]).ok
+            metrics.vs_native = as_native.against_native()
             # off and excused by the convention, or agreeing where the convention would not: either
             # way the verdict also rests on the comparison with the oracle under the convention
-            native_matters[name] = (not ok and as_native["ok"]) or (ok and native_differs)
-            if not ok and as_native["ok"]:
+            native_matters[name] = (not ok and as_native.ok) or (ok and native_differs)
+            if not ok and as_native.ok:
                 excused.append((name, "native", _native_text(adapter, native)))
-            elif ok and native_differs and not as_native["ok"]:
+            elif ok and native_differs and not as_native.ok:
                 stale.append((name, f"{adapter.name} declares native {native} but its {name!r} matches the "
                                     f"case's own convention"))
-        result["outputs"][name] = metrics
+        result.outputs[name] = metrics
         if ok or any(e[0] == name for e in excused):
             continue
         entry = next((k for k in entries if k.covers(name)), None)
         if entry is not None:
             excused.append((name, "known", f"{entry.label()}: {entry.reason} [{entry.cause}] {entry.link}"))
-            result["known"] = _known_record(entry, "mismatch")
+            result.known = _known_record(entry, "mismatch")
         else:
             failed.append(name)
     for entry in entries:
         covered = [n for n in wanted if entry.covers(n)]
         if covered and not any(e[0] in covered and e[1] == "known" for e in excused) and not failed:
             if entry.platform_dependent:  # a pass is accepted too: it says which one happened here
-                result["known"] = result["known"] or _known_record(entry, "agrees")
+                result.known = result.known or _known_record(entry, "agrees")
                 continue
             stale.append((",".join(covered), f"{entry.label()} expects a mismatch in {covered}, "
                                              f"but they agree: the entry is stale"))
-            result["known"] = _known_record(entry, "agrees")
+            result.known = _known_record(entry, "agrees")
     if failed or excused:
         # why: the single change of convention that makes the oracle reproduce the output
         start = time.perf_counter()
-        result["explanation"] = _explain(case, ctx, result["arrays"], result["outputs"])
-        result["explain_seconds"] = time.perf_counter() - start
+        result.explanation = _explain(case, ctx, result.arrays, result.outputs)
+        result.explain_seconds = time.perf_counter() - start
     if failed:
-        result["status"], result["reason"] = "fail", _fail_text(failed, result["outputs"])
+        result.judged(Status.FAIL, _fail_text(failed, result.outputs))
     elif stale:
-        result["status"], result["reason"] = "stale", "; ".join(s[1] for s in stale)
+        result.judged(Status.STALE, "; ".join(s[1] for s in stale))
     elif excused:
-        result["status"] = "expected"
-        result["reason"] = "; ".join(dict.fromkeys(f"{e[0]}: {e[2]}" for e in excused))
+        result.judged(Status.EXPECTED, "; ".join(dict.fromkeys(f"{e[0]}: {e[2]}" for e in excused)))
         declared = {NATIVE_CAUSE.get(k, k) for k in native} | {k.cause for k in entries}
-        found = _causes(result["explanation"])
+        found = result.explanation.named_causes() if result.explanation else set()
         if declared and not found & declared:
-            result["explanation_mismatch"] = {"declared": sorted(declared), "found": sorted(found) or ["unexplained"]}
-            result["reason"] += (f" [the explanation finds {', '.join(sorted(found)) or 'no cause'}, "
-                                 f"not the declared {', '.join(sorted(declared))}]")
+            result.explanation_mismatch = {"declared": sorted(declared), "found": sorted(found) or ["unexplained"]}
+            result.reason += (f" [the explanation finds {', '.join(sorted(found)) or 'no cause'}, "
+                              f"not the declared {', '.join(sorted(declared))}]")
     else:
-        result["status"] = "pass"
-        if result["known"]:
-            k = result["known"]
-            result["reason"] = (f"agrees here; known_discrepancies.yaml #{k['index']} is platform_dependent: "
-                                f"its mismatch ([{k['cause']}]) is seen on other machines and accepted too")
-    result.update(verdict_margin(result["status"], result["outputs"], failed, excused, native_matters, entries,
-                                 result["explanation"]))
+        result.judged(Status.PASS)
+        if result.known:
+            k = result.known
+            result.reason = (f"agrees here; known_discrepancies.yaml #{k['index']} is platform_dependent: "
+                             f"its mismatch ([{k['cause']}]) is seen on other machines and accepted too")
+    found = verdict_margin(result.status, result.outputs, failed, excused, native_matters, entries, result.explanation)
+    result.margin, result.margin_output = found["margin"], found["margin_output"]
+    result.verdict, result.strict = found["verdict"], found["strict"]
     return result
 
 
@@ -285,21 +283,24 @@ def _known_record(entry: Known, observed: str) -> dict:
 EXPLAIN_ELEMENTS = 1 << 20
 
 
-def _explain(case: Case, ctx, arrays: dict, metrics: dict) -> dict:
+def _explain(case: Case, ctx, arrays: dict, metrics: dict[str, Metrics]) -> Explanation | None:
     """:func:`normconf.explain.explain` of the mismatch. A large case is explained on a slice along
     an axis its statistics do not reduce over (about ``EXPLAIN_ELEMENTS`` elements: a few images
     for instance/group/layer norm, a few channels for batch norm), starting at the worst element of
     the output furthest out of tolerance: the same math on the same values, at a thousandth of the
-    cost of fitting conventions to 1 GiB. The explanation says which slice it was found on."""
+    cost of fitting conventions to 1 GiB. The explanation says which slice it was found on.
+
+    The explainer answers with a mapping (numbers possibly as JSON strings): it becomes an
+    :class:`~normconf.records.Explanation` here."""
     x = ctx.inputs["x"]
     axis = oracle.independent_axis(case)
     if x.size <= EXPLAIN_ELEMENTS or axis is None:
-        return explain(case, ctx.inputs, ctx.expected, arrays, ctx.tolerance)
+        return _explanation(explain(case, ctx.inputs, ctx.expected, arrays, ctx.tolerance))
     k = max(1, EXPLAIN_ELEMENTS * x.shape[axis] // x.size)
     start = 0
-    worst = max(metrics.items(), key=lambda kv: _as_float(kv[1].get("ratio")), default=(None, {}))
-    if worst[0] is not None and worst[1].get("worst_index"):
-        index = worst[1]["worst_index"]
+    worst = max(metrics.values(), key=lambda m: as_ratio(m.ratio), default=None)
+    if worst is not None and worst.worst_index:
+        index = worst.worst_index
         at = index[axis] if len(index) == x.ndim else index[0] if axis == 1 else 0
         start = max(0, min(at, x.shape[axis] - k))  # from the worst element on
     part = slice(start, start + k)
@@ -310,18 +311,20 @@ def _explain(case: Case, ctx, arrays: dict, metrics: dict) -> dict:
 
     sliced = copy.copy(case)
     sliced.shape = tuple(k if d == axis else s for d, s in enumerate(case.shape))
-    found = explain(sliced, oracle.sliced_inputs(ctx.inputs, axis, part, x.ndim), cut(ctx.expected), cut(arrays),
-                    ctx.tolerance)
+    found = _explanation(explain(sliced, oracle.sliced_inputs(ctx.inputs, axis, part, x.ndim), cut(ctx.expected),
+                                 cut(arrays), ctx.tolerance))
     if found:
-        found["slice"] = {"axis": axis, "indices": [start, start + k], "of": int(x.shape[axis])}
-        found["detail"] = (f"{found.get('detail')} (found on indices {start}..{start + k - 1} of axis {axis}, "
-                           f"of {x.shape[axis]}, from the worst element on)")
+        found.slice = {"axis": axis, "indices": [start, start + k], "of": int(x.shape[axis])}
+        found.detail = (f"{found.detail} (found on indices {start}..{start + k - 1} of axis {axis}, "
+                        f"of {x.shape[axis]}, from the worst element on)")
     return found
 
 
-def _as_float(value) -> float:
-    """A metric as a number: 'inf' and 'nan' (as JSON stores them) count as infinitely bad."""
-    return float(value) if isinstance(value, (int, float)) else float("inf")
+def _explanation(found) -> Explanation | None:
+    """The explainer's answer as a record (it may already be one)."""
+    if found is None or isinstance(found, Explanation):
+        return found
+    return Explanation.from_json(found)
 
 
 # The cause id a declared native convention amounts to (DESIGN.md, "Explaining a mismatch").
@@ -329,26 +332,17 @@ NATIVE_CAUSE = {"variance": "variance_divisor", "running_variance": "running_var
                 "eps": "eps_value", "momentum": "momentum_convention", "method": "per_image_std"}
 
 
-def _causes(explanation: dict | None) -> set[str]:
-    """Every cause an explanation names: the main one, a pair's parts, equally good alternatives."""
-    if not explanation:
-        return set()
-    found = {explanation.get("cause")} | set(explanation.get("causes") or ())
-    found |= {a.get("cause") if isinstance(a, dict) else a for a in explanation.get("also") or ()}
-    return {c for c in found if c and c != "unexplained"}
-
-
 def _native_text(adapter: Adapter, native: dict) -> str:
     wanted = ", ".join(f"{k}={v!r}" for k, v in native.items())
     return f"{adapter.name} fixes {wanted} (declared native convention; the oracle with it agrees)"
 
 
-def _fail_text(names, outputs) -> str:
+def _fail_text(names, outputs: dict[str, Metrics]) -> str:
     parts = []
     for name in names:
         m = outputs[name]
-        parts.append(f"{name}: max |diff| {fmt(m['max_abs'])} > tolerance at {m['worst_index']} "
-                     f"({m['bad']} element(s) out, {m['nan_actual']} NaN)")
+        parts.append(f"{name}: max |diff| {fmt(m.max_abs)} > tolerance at {m.worst_index} "
+                     f"({m.bad} element(s) out, {m.nan_actual} NaN)")
     return "; ".join(parts)
 
 

@@ -26,6 +26,7 @@ import yaml
 
 from .cases import DTYPES, LAYOUTS, OPS, load_text
 from .engine import context, evaluate, forget
+from .records import Explanation, Result, Status
 
 # Listed first: where Hypothesis shrinks to (a sampled value shrinks towards the head of its list).
 EPS = [1.0e-5, 1.0e-12, 1.0e-8, 1.0e-3, 1.0e-1, 0.0, 1.0]
@@ -196,7 +197,7 @@ def values_per_slice(op: str, shape: list[int], params: dict) -> int | None:
     return None
 
 
-def layout_explanation(entry: dict, adapter, known=()) -> dict | None:
+def layout_explanation(entry: dict, adapter, known=()) -> Explanation | None:
     """The explainer varies the math, not the memory: a channels_last fail whose channels_first
     twin passes is a layout misread (DESIGN.md's ``reduction_axes``), e.g. a gradient read in the
     wrong memory order. None where the case is channels_first or its twin does not pass."""
@@ -205,13 +206,13 @@ def layout_explanation(entry: dict, adapter, known=()) -> dict | None:
     twin = dict(entry, id="fuzz_channels_first", input=dict(entry["input"], layout="channels_first"))
     cases, errors = load_text(yaml.safe_dump({"cases": [twin]}, sort_keys=False), "fuzz.yaml")
     try:
-        status = evaluate(cases[0], adapter, known)["status"]
+        status = evaluate(cases[0], adapter, known).status
     finally:
         forget(cases[0])
-    if status != "pass":
+    if status is not Status.PASS:
         return None
-    return {"cause": "reduction_axes", "detail": "wrong in channels_last, right with the same case in channels_first: "
-            "the framework misreads the channels_last memory"}
+    return Explanation(cause="reduction_axes", detail="wrong in channels_last, right with the same case in "
+                       "channels_first: the framework misreads the channels_last memory")
 
 
 class Finding(AssertionError):
@@ -271,7 +272,7 @@ class _Stage:
 _CONFIG = SimpleNamespace(option=SimpleNamespace(adapter=[], cases=[]))  # what plugin.failure_text reads
 
 
-def run_entry(entry: dict, adapters, known=(), on_harness=None, report: bool = True) -> list[dict]:
+def run_entry(entry: dict, adapters, known=(), on_harness=None, report: bool = True) -> list[Result]:
     """Run one drawn case as the suite runs it: each adapter through the engine (oracle,
     comparison, explanation), then, with ``report``, what a report makes of it (the case summary,
     the failure text, the stored outputs, the pairwise matrix and its explanations, the JSON and
@@ -305,14 +306,14 @@ def run_entry(entry: dict, adapters, known=(), on_harness=None, report: bool = T
                 with _Stage("the engine (inputs, oracle, comparison, explanation)", entry, adapter.name):
                     result = evaluate(case, adapter, known)
                 _check_result(result, entry, adapter.name)
-                if result["status"] == "fail" and (result.get("explanation") or {}).get("cause") == "unexplained":
+                if result.status is Status.FAIL and result.explanation and result.explanation.cause == "unexplained":
                     with _Stage("the layout check (its channels_first twin)", entry, adapter.name):
-                        result["explanation"] = layout_explanation(entry, adapter, known) or result["explanation"]
+                        result.explanation = layout_explanation(entry, adapter, known) or result.explanation
                 if report:
                     _report_result(case, adapter, result, store, summaries, entry)
-                if result["status"] == "fail" and beyond_range(case, result):
-                    result["beyond_range"] = True
-                result.pop("arrays", None)
+                if result.status is Status.FAIL and beyond_range(case, result):
+                    result.beyond_range = True
+                result.arrays = {}
                 results.append(result)
             except HarnessError as err:
                 harness(err)
@@ -328,7 +329,7 @@ def run_entry(entry: dict, adapters, known=(), on_harness=None, report: bool = T
     return results
 
 
-def beyond_range(case, result: dict) -> bool:
+def beyond_range(case, result: Result) -> bool:
     """A fail only where the exact (oracle) value is beyond the largest finite value of the case
     dtype and the adapter returns the inf of its sign (normalize of float16 x ~ 1e4 by std 0.01 is
     1e6), every other element within tolerance: no implementation in that dtype can return the
@@ -337,9 +338,9 @@ def beyond_range(case, result: dict) -> bool:
     from .compare import compare
     from .inputs import LARGEST
 
-    ctx, arrays = context(case), result.get("arrays") or {}
-    expected = ctx.variant(result["defaults"]) if result.get("defaults") else ctx.expected  # framework defaults
-    failing = [n for n, m in result["outputs"].items() if not m.get("ok", True)]
+    ctx, arrays = context(case), result.arrays
+    expected = ctx.variant(result.defaults) if result.defaults else ctx.expected  # framework defaults
+    failing = [n for n, m in result.outputs.items() if not m.ok]
     if not failing or any(n not in expected or n not in arrays for n in failing):
         return False
     for n in failing:
@@ -351,21 +352,20 @@ def beyond_range(case, result: dict) -> bool:
             over = np.isfinite(e) & (np.abs(e) > LARGEST[case.dtype])
         if not over.any() or not np.all(np.isinf(a[over]) & (np.sign(a[over]) == np.sign(e[over]))):
             return False
-        if not compare(np.where(over, 0.0, e), np.where(over, 0.0, a), case.dtype, **ctx.tolerance[n])["ok"]:
+        if not compare(np.where(over, 0.0, e), np.where(over, 0.0, a), case.dtype, **ctx.tolerance[n]).ok:
             return False
     return True
 
 
-def _check_result(result: dict, entry: dict, adapter: str) -> None:
+def _check_result(result: Result, entry: dict, adapter: str) -> None:
     """What the engine keeps from a harness bug instead of raising: an explanation that failed,
     inputs that could not be drawn for a valid case."""
-    ex = result.get("explanation") or {}
-    detail = str(ex.get("detail", ""))
+    detail = result.explanation.detail if result.explanation else ""
     if detail.startswith("explaining failed"):  # explain() turns its own exceptions into this text
         raise HarnessError("the explanation (normconf.explain)", adapter, entry, detail=detail,
                            where=detail.split(":", 2)[1].strip() + " in normconf/explain.py")
-    if result["status"] == "error" and str(result.get("reason", "")).startswith("case error"):
-        raise HarnessError("the inputs of a valid case", adapter, entry, detail=result["reason"],
+    if result.status is Status.ERROR and (result.reason or "").startswith("case error"):
+        raise HarnessError("the inputs of a valid case", adapter, entry, detail=result.reason,
                            where="a case error while drawing the inputs")
 
 
@@ -376,19 +376,16 @@ def _report_result(case, adapter, result, store, summaries, entry) -> None:
     from .report import case_summary
 
     with _Stage("the report (outputs, case summary, record, failure text)", entry, adapter.name):
-        arrays = result.get("arrays") or {}
-        ran = result["status"] not in ("unsupported", "unavailable")
-        if arrays:
+        if result.arrays:
             store.save(case.key, "oracle", context(case).expected)
-            store.save(case.key, f"adapter-{adapter.name}", arrays)
-            result["has_arrays"] = True
-        summary = case_summary(case, context(case) if ran else None)
+            store.save(case.key, f"adapter-{adapter.name}", result.arrays)
+            result.has_arrays = True
+        summary = case_summary(case, context(case) if result.status.ran else None)
         if case.key not in summaries or "min" in summary["input"]:
             summaries[case.key] = summary
-        record = {k: v for k, v in result.items() if k != "arrays"}
-        json.dumps({"result": record, "case": summary}, default=str, allow_nan=True)
-        if result["status"] in ("fail", "stale", "error"):
-            failure_text(case, adapter, record, f"fuzz.yaml::fuzz[{adapter.name}]", _CONFIG)
+        json.dumps({"result": result.to_json(), "case": summary}, default=str, allow_nan=True)
+        if result.status.is_failure:
+            failure_text(case, adapter, result, f"fuzz.yaml::fuzz[{adapter.name}]", _CONFIG)
 
 
 def _report_case(results, store, summaries, entry) -> None:
@@ -398,7 +395,7 @@ def _report_case(results, store, summaries, entry) -> None:
     from .report import build, write_json
 
     with _Stage("the report (matrix, pair explanations, JSON, HTML)", entry):
-        doc = build([dict(r) for r in results], {"command": ["fuzz"], "adapters": {}}, store, summaries)
+        doc = build(results, {"command": ["fuzz"], "adapters": {}}, store, summaries)
         path = write_json(doc, Path(store.root) / "conformance.json")
         render(json.loads(path.read_text(encoding="utf-8")))
 
@@ -411,24 +408,20 @@ def known_causes(known) -> dict:
     return out
 
 
-def is_known(result: dict, causes: dict) -> bool:
+def is_known(result: Result, causes: dict) -> bool:
     """A fail whose explained cause (or an equally good one) is a known discrepancy of this adapter
     (``causes`` from :func:`known_causes`)."""
     import fnmatch
 
-    if result["status"] != "fail":
+    if result.status is not Status.FAIL or result.beyond_range or not result.explanation:
         return False
-    if result.get("beyond_range"):
-        return False
-    ex = result.get("explanation") or {}
-    named = {ex.get("cause"), *(ex.get("causes") or ()), *(ex.get("also") or ())}
-    return any(fnmatch.fnmatchcase(result["adapter"], k.adapter) for c in named for k in causes.get(c, ()))
+    named = result.explanation.named_causes()
+    return any(fnmatch.fnmatchcase(result.adapter, k.adapter) for c in named for k in causes.get(c, ()))
 
 
-def findings(results: list[dict], causes: dict) -> list[dict]:
+def findings(results: list[Result], causes: dict) -> list[Result]:
     """The results that are a finding: ``fail``, ``error`` or ``stale``, not a known discrepancy."""
-    return [r for r in results if r["status"] in ("fail", "error", "stale") and not is_known(r, causes)
-            and not r.get("beyond_range")]
+    return [r for r in results if r.status.is_failure and not is_known(r, causes) and not r.beyond_range]
 
 
 def run(n: int, seed: int, adapters, known, report=print, shrink: int = 5, seconds: float | None = None,
@@ -493,18 +486,18 @@ def run(n: int, seed: int, adapters, known, report=print, shrink: int = 5, secon
             known_fail = is_known(result, causes)
             if target is None:
                 counts["results"] += 1
-                tally(result["adapter"], "known" if known_fail else "beyond_range" if result.get("beyond_range")
-                      else result["status"])
+                tally(result.adapter, "known" if known_fail else "beyond_range" if result.beyond_range
+                      else result.status.value)
                 if known_fail:
                     counts["known"] += 1
-                    key = f"{result['adapter']}: {(result.get('explanation') or {}).get('cause')}"
+                    key = f"{result.adapter}: {result.explanation.cause}"
                     counts["causes"][key] = counts["causes"].get(key, 0) + 1
-            if known_fail or result.get("beyond_range") or result["status"] not in ("fail", "error", "stale"):
+            if known_fail or result.beyond_range or not result.status.is_failure:
                 continue
-            ex = result.get("explanation") or {}
-            why = f"[{ex.get('cause')}] {ex.get('detail')}" if ex else result["reason"]
-            head = f"{result['adapter']}: {result['status']}: {why}\nminimal case, ready for cases/:\n"
-            met.append(((result["adapter"], result["status"], ex.get("cause"), result["op"]), why,
+            ex = result.explanation
+            why = f"[{ex.cause}] {ex.detail}" if ex else result.reason
+            head = f"{result.adapter}: {result.status}: {why}\nminimal case, ready for cases/:\n"
+            met.append(((result.adapter, result.status.value, ex.cause if ex else None, result.op), why,
                         lambda head=head: head + as_yaml(entry)))
         for kind, why, text in met:
             if target is None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .compare import _num
+from .records import Explanation, Metrics, Status, as_ratio
 
 FIRM_AGREE = 0.5
 FIRM_DIFFER = 2.0
@@ -66,6 +66,7 @@ def margin(conditions) -> dict:
     first), ``margin_output`` its output, ``verdict`` ``"firm"`` when every comparison has room and
     ``"fragile"`` otherwise, ``strict`` whether that comparison is enforced (False under a
     ``platform_dependent`` known entry). No comparison (unsupported, unavailable, error): all None.
+    ``margin`` is a float (``inf`` for an output infinitely far off).
 
     >>> margin([Condition("y", "differ", 40.0)])["verdict"]
     'firm'
@@ -74,12 +75,12 @@ def margin(conditions) -> dict:
     if not conditions:
         return dict(NONE)
     worst = min(conditions, key=lambda c: (True, False, c.room()) if c.room() >= 1 else (False, not c.strict, c.room()))
-    return {"margin": _num(worst.ratio), "margin_output": worst.output,
+    return {"margin": float(worst.ratio), "margin_output": worst.output,
             "verdict": "firm" if worst.room() >= 1 else "fragile", "strict": worst.strict}
 
 
-def verdict_margin(status: str, outputs: dict, failed: list, excused: list, native_matters: dict,
-                   entries: list, explanation: dict | None) -> dict:
+def verdict_margin(status: Status, outputs: dict[str, Metrics], failed: list, excused: list, native_matters: dict,
+                   entries: list, explanation: Explanation | None) -> dict:
     """The margin fields of a judged result (see :func:`margin`).
 
     ``outputs``: each output's metrics; ``failed``: the outputs off and not excused; ``excused``:
@@ -95,63 +96,58 @@ def verdict_margin(status: str, outputs: dict, failed: list, excused: list, nati
     governed by a ``platform_dependent`` entry gives non-strict conditions (a pass and the mismatch
     are both accepted); one that agrees in an expected result while an entry names it gives none (if
     it went out, the entry would excuse it and the result would stay expected)."""
-    if status not in ("pass", "fail", "expected", "stale"):
+    status = Status(status)
+    if not status.is_judged:
         return dict(NONE)
     governing = {n: next((e for e in entries if e.covers(n)), None) for n in outputs}
     loose = {n for n, e in governing.items() if e is not None and e.platform_dependent}
     moves = _moves(outputs, explanation)
-    if status == "fail":
+    if status is Status.FAIL:
         return margin([max((c for n in failed for c in _compared(n, outputs[n], moves.get(n))), key=Condition.room)])
     conditions, out = [], []
     names = {e[0] for e in excused}
     for name, metrics in outputs.items():
         if name in names:
             out += _compared(name, metrics, moves.get(name), strict=name not in loose)
-        elif not (status == "expected" and governing[name] is not None):
+        elif not (status is Status.EXPECTED and governing[name] is not None):
             conditions += _compared(name, metrics, moves.get(name), strict=name not in loose)
         if native_matters.get(name):
-            vs = metrics["vs_native"]
-            conditions.append(Condition(f"{name} (native)", "agree" if vs["ok"] else "differ", _ratio(vs["ratio"]),
+            vs = metrics.vs_native
+            conditions.append(Condition(f"{name} (native)", "agree" if vs.ok else "differ", as_ratio(vs.ratio),
                                         strict=name not in loose))
     if out:
         conditions.append(max(out, key=Condition.room))
     return margin(conditions)
 
 
-def _moves(outputs: dict, explanation: dict | None) -> dict[str, float]:
+def _moves(outputs: dict[str, Metrics], explanation: Explanation | None) -> dict[str, float]:
     """Per output, how much of its error / tolerance can move with the machine when part of it is
     fixed: with a declared native convention, the distance to the oracle under that convention; with
     an explanation by a convention that no order of additions changes, its residual (the distance to
     the oracle under the explained convention). The smaller of that and the whole error."""
     found: dict[str, float] = {}
     for name, metrics in outputs.items():
-        if "vs_native" in metrics:
-            found[name] = _ratio(metrics["vs_native"]["ratio"])
-    if explanation and explanation.get("cause") not in (None, "unexplained"):
-        causes = {explanation["cause"]} | set(explanation.get("causes") or ())
-        if not causes & set(ORDER_DEPENDENT):
-            for name, residual in (explanation.get("residual") or {}).items():
+        if metrics.vs_native is not None:
+            found[name] = as_ratio(metrics.vs_native.ratio)
+    if explanation and explanation.cause != "unexplained":
+        if not {explanation.cause, *(explanation.causes or ())} & set(ORDER_DEPENDENT):
+            for name, residual in (explanation.residual or {}).items():
                 if name in outputs:
-                    found[name] = min(found.get(name, math.inf), _ratio(residual))
-    return {n: min(v, _ratio(outputs[n].get("ratio"))) for n, v in found.items()}
+                    found[name] = min(found.get(name, math.inf), as_ratio(residual))
+    return {n: min(v, as_ratio(outputs[n].ratio)) for n, v in found.items()}
 
 
-def _compared(name: str, metrics: dict, moves: float | None, strict: bool = True) -> list[Condition]:
+def _compared(name: str, metrics: Metrics, moves: float | None, strict: bool = True) -> list[Condition]:
     """An output's comparisons: with the oracle and, where the case gives literal values, with them.
     A literal's distance to the oracle is its own rounding and stays; only the output's distance to
     the oracle moves (in units of the literal's tolerance). An excused or failed output is off in at
     least one comparison: only those that are off are returned then."""
-    found = [Condition(name, "agree" if metrics["ok"] else "differ", _ratio(metrics.get("ratio")), strict, moves)]
-    vs = metrics.get("vs_values")
+    found = [Condition(name, "agree" if metrics.ok else "differ", as_ratio(metrics.ratio), strict, moves)]
+    vs = metrics.vs_values
     if vs is not None:
-        distance = _ratio(metrics.get("max_abs")) / vs["atol"] if vs["atol"] > 0 else None
-        found.append(Condition(f"{name} (expect.values)", "agree" if vs["ok"] else "differ", _ratio(vs.get("ratio")),
+        distance = as_ratio(metrics.max_abs) / vs.atol if vs.atol > 0 else None
+        found.append(Condition(f"{name} (expect.values)", "agree" if vs.ok else "differ", as_ratio(vs.ratio),
                                strict, distance))
     if not all(c.need == "agree" for c in found):
         found = [c for c in found if c.need == "differ"]
     return found
-
-
-def _ratio(value) -> float:
-    """A metric as a number: 'inf' and 'nan' (as JSON stores them) count as infinitely far."""
-    return float(value) if isinstance(value, (int, float)) else math.inf

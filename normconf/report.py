@@ -2,6 +2,8 @@
 
 Arrays travel between processes as ``.npz`` files in a run folder (one per case and adapter, and
 one for the oracle), so the matrices come out the same from a serial run and from pytest-xdist.
+Results are :class:`~normconf.records.Result` records (or their JSON form, as pytest items hand
+them over); numbers stay floats until :func:`write_json` encodes NaN and infinities as strings.
 """
 from __future__ import annotations
 
@@ -15,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .records import STATUSES, Result, Status, as_ratio, encode_tree  # noqa: F401 (STATUSES: re-exported)
+
 SCHEMA_VERSION = 1
-STATUSES = ("pass", "fail", "expected", "stale", "unsupported", "unavailable", "error")
 
 
 def safe_name(text: str) -> str:
@@ -72,8 +75,8 @@ SAMPLED = "sampled:"
 def pairwise(arrays: dict[str, dict]) -> dict:
     """``{"labels", "max_abs", "by_output"}``: max |a - b| between every pair of labelled outputs.
 
-    ``max_abs`` is the largest over the outputs both sides have; NaN where they share none, or where
-    one side has NaN where the other has a number."""
+    ``max_abs`` is the largest over the outputs both sides have (None where they share none); NaN
+    where one side has NaN where the other has a number."""
     labels = list(arrays)
     names = sorted({n for a in arrays.values() for n in a if not n.startswith(SAMPLED)})
     by_output = {}
@@ -97,30 +100,30 @@ def pairwise(arrays: dict[str, dict]) -> dict:
     return out
 
 
-def pair_explanations(matrix: dict, results: list[dict]) -> list[dict]:
+def pair_explanations(matrix: dict, results: list[Result]) -> list[dict]:
     """Why two adapters differ, from each one's explanation against the oracle (no extra work):
     ``[{"a", "b", "max_abs", "detail"}]`` for every pair where at least one side is off."""
-    by_adapter = {r["adapter"]: r for r in results}
+    by_adapter = {r.adapter: r for r in results}
     labels = matrix["labels"]
     out = []
     for i, a in enumerate(labels):
         for j in range(i + 1, len(labels)):
             b = labels[j]
             ra, rb = by_adapter.get(a), by_adapter.get(b)
-            if a == "oracle" or ra is None or rb is None or (ra["status"] == "pass" and rb["status"] == "pass"):
+            if a == "oracle" or ra is None or rb is None or (ra.status is Status.PASS and rb.status is Status.PASS):
                 continue
             out.append({"a": a, "b": b, "max_abs": matrix["max_abs"][i][j],
                         "detail": f"{a}: {_why(ra)}; {b}: {_why(rb)}"})
     # framework_defaults cases (porting view): the defaults that differ, for every pair that ran
-    ran = [r for r in results if "defaults" in r]
+    ran = [r for r in results if r.defaults is not None]
     for i, ra in enumerate(ran):
         for rb in ran[i + 1:]:
-            da, db = ra["defaults"], rb["defaults"]
+            da, db = ra.defaults, rb.defaults
             differ = [k for k in sorted(set(da) | set(db)) if da.get(k) != db.get(k)]
             if differ:
-                detail = "; ".join(f"{k} {_val(da.get(k))} ({ra['adapter']}) vs {_val(db.get(k))} ({rb['adapter']})"
+                detail = "; ".join(f"{k} {_val(da.get(k))} ({ra.adapter}) vs {_val(db.get(k))} ({rb.adapter})"
                                    for k in differ)
-                out.append({"a": ra["adapter"], "b": rb["adapter"], "max_abs": _cell(matrix, ra["adapter"], rb["adapter"]),
+                out.append({"a": ra.adapter, "b": rb.adapter, "max_abs": _cell(matrix, ra.adapter, rb.adapter),
                             "detail": f"framework defaults differ: {detail}", "cause": _default_cause(differ)})
     return out
 
@@ -142,36 +145,29 @@ def _default_cause(keys) -> str:
 SHOWN_PARAMS = ("variance", "running_variance", "n", "eps", "momentum", "method", "groups", "dtype", "layout")
 
 
-def _why(result: dict) -> str:
-    if result["status"] == "pass":
+def _why(result: Result) -> str:
+    if result.status is Status.PASS:
         return "agrees with the oracle"
-    ex = result.get("explanation")
-    if ex and ex.get("cause") != "unexplained":
-        causes = "+".join(ex.get("causes") or [ex["cause"]])
-        params = ", ".join(f"{k} {_val(v)}" for k, v in (ex.get("params") or {}).items()
+    ex = result.explanation
+    if ex and ex.cause != "unexplained":
+        causes = "+".join(ex.causes or [ex.cause])
+        params = ", ".join(f"{k} {_val(v)}" for k, v in (ex.params or {}).items()
                            if k in SHOWN_PARAMS and not isinstance(v, (list, dict)))
         return f"{causes} ({params})" if params else causes
-    return f"{result['status']}, unexplained"
+    return f"{result.status}, unexplained"
 
 
-def _max_abs(a: np.ndarray, b: np.ndarray):
+def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
+    """max |a - b|: NaN meets NaN and inf the same inf; NaN against a number is NaN (the worst)."""
     same = (np.isnan(a) & np.isnan(b)) | (np.isinf(a) & (a == b))
     with np.errstate(invalid="ignore"):
         d = np.where(same, 0.0, np.abs(a - b))
-    if d.size == 0:
-        return 0.0
-    if np.isnan(d).any():
-        return "nan"
-    value = float(d.max())
-    return value if np.isfinite(value) else "inf"
+    return float(d.max()) if d.size else 0.0  # NaN propagates through max
 
 
-def _worst(values):
-    if "nan" in values:
-        return "nan"
-    if "inf" in values:
-        return "inf"
-    return max(values)
+def _worst(values) -> float:
+    """The worst of some max |diff|: NaN (a NaN where a number was due) before any number."""
+    return max(values, key=lambda v: (v != v, v))
 
 
 # Environment variables that change the numbers a framework computes on a CPU (instruction set,
@@ -229,18 +225,22 @@ def _cpu() -> dict:
             "count": os.cpu_count(), "usable": usable}
 
 
-def build(results: list[dict], env: dict, store: ArrayStore | None, cases: dict) -> dict:
-    """The conformance document: results in a stable order, matrices from the stored arrays."""
-    results = sorted(results, key=lambda r: (r["case"], r["adapter"]))
+def build(results: list[Result | dict], env: dict, store: ArrayStore | None, cases: dict) -> dict:
+    """The conformance document: results in a stable order, matrices from the stored arrays.
+
+    ``results``: :class:`~normconf.records.Result` records, or their JSON form (read with
+    :meth:`~normconf.records.Result.from_json`, which names a key it does not know)."""
+    results = sorted((r if isinstance(r, Result) else Result.from_json(r) for r in results),
+                     key=lambda r: (r.case, r.adapter))
     matrices = {}
     if store is not None:
         by_case: dict[str, list[str]] = {}
-        results_of: dict[str, list[dict]] = {}
+        results_of: dict[str, list[Result]] = {}
         for r in results:
-            by_case.setdefault(r["case"], [])
-            results_of.setdefault(r["case"], []).append(r)
-            if r.get("has_arrays"):
-                by_case[r["case"]].append(r["adapter"])
+            by_case.setdefault(r.case, [])
+            results_of.setdefault(r.case, []).append(r)
+            if r.has_arrays:
+                by_case[r.case].append(r.adapter)
         for key, adapters in by_case.items():
             arrays = {"oracle": store.load(key, "oracle")}
             if arrays["oracle"] is None:
@@ -253,28 +253,29 @@ def build(results: list[dict], env: dict, store: ArrayStore | None, cases: dict)
             if "sampled" in matrices[key]:
                 _exact_oracle_row(matrices[key], results_of[key])
             matrices[key]["pairs"] = pair_explanations(matrices[key], results_of[key])
-    return {"schema_version": SCHEMA_VERSION, "environment": env, "results": results,
+    return {"schema_version": SCHEMA_VERSION, "environment": env, "results": [r.to_json() for r in results],
             "matrices": matrices, "cases": cases}
 
 
-def _exact_oracle_row(matrix: dict, results: list[dict]) -> None:
+def _exact_oracle_row(matrix: dict, results: list[Result]) -> None:
     """Replace the oracle's row and column of a sampled matrix with each adapter's ``max_abs`` over
     every element (from its result), so only adapter-to-adapter cells are sample estimates."""
     labels = matrix["labels"]
     for r in results:
-        if r["adapter"] not in labels or "defaults" in r:  # framework_defaults: judged against another oracle
+        if r.adapter not in labels or r.defaults is not None:  # framework_defaults: judged against another oracle
             continue
-        j = labels.index(r["adapter"])
+        j = labels.index(r.adapter)
         for name, grid in matrix["by_output"].items():
-            if name in r["outputs"] and grid[0][j] is not None:
-                grid[0][j] = grid[j][0] = r["outputs"][name]["max_abs"]
+            if name in r.outputs and grid[0][j] is not None:
+                grid[0][j] = grid[j][0] = r.outputs[name].max_abs
         vals = [g[0][j] for g in matrix["by_output"].values() if g[0][j] is not None]
         if vals:
             matrix["max_abs"][0][j] = matrix["max_abs"][j][0] = _worst(vals)
 
 
 def write_json(doc: dict, path: str | Path) -> Path:
-    """Write ``doc`` atomically (a reader never sees half a file)."""
+    """Write ``doc`` atomically (a reader never sees half a file), NaN and infinities as the strings
+    ``"nan"``, ``"inf"``, ``"-inf"`` (:func:`normconf.records.encode_number`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".conformance-", suffix=".json")
@@ -285,20 +286,10 @@ def write_json(doc: dict, path: str | Path) -> Path:
 
 
 def _json_safe(value):
-    """``value`` with every NaN and infinity as the string 'nan', 'inf' or '-inf', as the metrics
-    store them: JSON has no such numbers, and NaN/inf inputs and parameters put them in params,
-    input summaries and explanations."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _json_safe(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return "nan" if value != value else ("inf" if value > 0 else "-inf")
-    return value
+    """``value`` with every NaN and infinity as the string 'nan', 'inf' or '-inf', as the records
+    write them: JSON has no such numbers, and NaN/inf inputs and parameters put them in params,
+    input summaries, matrices and explanations."""
+    return encode_tree(value)
 
 
 def _json_default(value):
@@ -313,7 +304,7 @@ def _json_default(value):
 
 def case_summary(case, ctx=None) -> dict:
     """What a report shows of a case: its definition and, when computed, a summary of its input."""
-    params = {k: v for k, v in case.params.items()}
+    params = dict(case.params)
     out = {"file": case.file, "op": case.op, "shape": list(case.shape), "dtype": case.dtype,
            "layout": case.layout, "params": params, "tags": list(case.tags),
            "description": case.description, "source": case.source,
@@ -342,19 +333,20 @@ def input_summary(x: np.ndarray, chunk: int = 1 << 22) -> dict:
                 mean=mean, std=float(np.sqrt(var)))
 
 
-def headroom(results: list[dict]) -> dict[str, tuple[float, str]]:
+def headroom(results: list[Result | dict]) -> dict[str, tuple[float, str]]:
     """Per dtype, the largest error / tolerance among passing results (1.0 = at the tolerance).
 
     Results where a native convention differs from the case's are left out: they pass only because
     the convention's effect is below the tolerance, which says nothing about the tolerance itself.
     So are passes under a ``platform_dependent`` known entry: a discrepancy that happens to stay
-    within tolerance on this machine."""
+    within tolerance on this machine. ``results``: records or their JSON form."""
     out: dict[str, tuple[float, str]] = {}
     for r in results:
-        if r["status"] != "pass" or r.get("native") or (r.get("known") or {}).get("platform_dependent"):
+        r = r if isinstance(r, Result) else Result.from_json(r)
+        if r.status is not Status.PASS or r.native or (r.known or {}).get("platform_dependent"):
             continue  # a pass under a platform_dependent entry says nothing about the tolerance either
-        for name, m in r["outputs"].items():
-            ratio = m.get("ratio")
-            if isinstance(ratio, (int, float)) and ratio > out.get(r["dtype"], (-1.0, ""))[0]:
-                out[r["dtype"]] = (float(ratio), f"{r['case']}[{r['adapter']}] {name}")
+        for name, m in r.outputs.items():
+            ratio = as_ratio(m.ratio)
+            if ratio > out.get(r.dtype, (-1.0, ""))[0]:
+                out[r.dtype] = (ratio, f"{r.label} {name}")
     return dict(sorted(out.items()))

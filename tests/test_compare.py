@@ -1,10 +1,12 @@
 """Comparison: metrics on hand-made arrays, the pass rule, NaN/inf rules, default tolerances."""
+import json
 import math
 
 import numpy as np
 import pytest
 
 from normconf.compare import FORMATS, compare, decimals, default_tolerance, ulp
+from normconf.records import Metrics
 
 DTYPES = ("float64", "float32", "float16", "bfloat16")
 
@@ -13,28 +15,28 @@ def test_max_abs_max_rel_and_worst_index():
     e = np.array([[1.0, -2.0, 4.0], [0.5, 8.0, -1.0]])
     a = e + np.array([[0.0, 0.25, -0.5], [0.125, 0.0, 0.0]])
     m = compare(e, a, "float64", atol=0.0, rtol=0.0)
-    assert m["max_abs"] == 0.5
-    assert m["max_rel"] == 0.25  # 0.125 / 0.5 beats 0.5 / 4 and 0.25 / 2
-    assert m["bad"] == 3 and m["ok"] is False
+    assert m.max_abs == 0.5
+    assert m.max_rel == 0.25  # 0.125 / 0.5 beats 0.5 / 4 and 0.25 / 2
+    assert m.bad == 3 and m.ok is False
     # worst = furthest out of tolerance; with atol only, that is the largest absolute difference
     m = compare(e, a, "float64", atol=0.01, rtol=0.0)
-    assert m["worst_index"] == [0, 2]
-    assert (m["expected_at_worst"], m["actual_at_worst"]) == (4.0, 3.5)
+    assert m.worst_index == [0, 2]
+    assert (m.expected_at_worst, m.actual_at_worst) == (4.0, 3.5)
     # with rtol only, the largest relative difference is furthest out
     m = compare(e, a, "float64", atol=0.0, rtol=0.01)
-    assert m["worst_index"] == [1, 0]
-    assert (m["atol"], m["rtol"]) == (0.0, 0.01)
+    assert m.worst_index == [1, 0]
+    assert (m.atol, m.rtol) == (0.0, 0.01)
 
 
 def test_identical_arrays_pass_with_zero_metrics():
     e = np.array([0.0, 1.0, -3.5])
     m = compare(e, e.copy(), "float32", atol=0.0, rtol=0.0)
-    assert (m["max_abs"], m["max_rel"], m["max_ulp"], m["bad"], m["ok"]) == (0.0, 0.0, 0.0, 0, True)
+    assert (m.max_abs, m.max_rel, m.max_ulp, m.bad, m.ok) == (0.0, 0.0, 0.0, 0, True)
 
 
 def test_max_rel_of_a_zero_expected_value_is_inf():
     m = compare(np.array([0.0, 1.0]), np.array([1e-9, 1.0]), "float64", atol=1e-6, rtol=0.0)
-    assert m["max_rel"] == "inf" and m["ok"] is True
+    assert m.max_rel == math.inf and m.ok is True
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32", "float16"])
@@ -49,7 +51,7 @@ def test_ulp_distance_matches_np_spacing(dtype):
         e = np.array([t(1.5), t(-3.0), t(0.3)])
         a = e + k * np.spacing(np.abs(e)) * np.sign(e)  # k ulps further from zero, exact in the dtype
         m = compare(e.astype(np.float64), a.astype(np.float64), dtype, atol=0.0, rtol=0.0)
-        assert m["max_ulp"] == k
+        assert m.max_ulp == k
 
 
 def test_bfloat16_ulp_by_hand():
@@ -61,66 +63,66 @@ def test_bfloat16_ulp_by_hand():
     assert ulp(np.array([2.0 ** -130, 0.0]), "bfloat16").tolist() == [2.0 ** -133, 2.0 ** -133]
     # 1 -> 1 + 3 * 2**-7 is three bfloat16 steps; 3.0 -> 3.0 + 2**-5 two
     m = compare(np.array([1.0, 3.0]), np.array([1.0 + 3 * 2.0 ** -7, 3.0 + 2.0 ** -5]), "bfloat16", atol=0, rtol=0)
-    assert m["max_ulp"] == 3.0
+    assert m.max_ulp == 3.0
     # the same difference is ~2**16 float32 ulps: the dtype matters
-    assert compare(np.array([1.0]), np.array([1.0 + 2.0 ** -7]), "float32", atol=0, rtol=0)["max_ulp"] == 2.0 ** 16
+    assert compare(np.array([1.0]), np.array([1.0 + 2.0 ** -7]), "float32", atol=0, rtol=0).max_ulp == 2.0 ** 16
 
 
 @pytest.mark.parametrize("atol, rtol", [(0.0, 0.0), (1e-3, 1e-3)])
 def test_nan_must_meet_nan_in_the_same_place(atol, rtol):
     nan = np.nan
-    assert compare(np.array([nan, 1.0]), np.array([nan, 1.0]), "float32", atol, rtol)["ok"] is True
+    assert compare(np.array([nan, 1.0]), np.array([nan, 1.0]), "float32", atol, rtol).ok is True
     m = compare(np.array([nan, 1.0]), np.array([1.0, 1.0]), "float32", atol, rtol)  # NaN expected, number got
-    assert m["ok"] is False and m["worst_index"] == [0] and m["bad"] == 1 and m["nan_expected"] == 1
+    assert m.ok is False and m.worst_index == [0] and m.bad == 1 and m.nan_expected == 1
     m = compare(np.array([1.0, 1.0]), np.array([1.0, nan]), "float32", atol, rtol)  # number expected, NaN got
-    assert m["ok"] is False and m["worst_index"] == [1] and m["nan_actual"] == 1
-    assert m["max_abs"] == "inf"  # a NaN where a number belongs is infinitely wrong, not hidden
+    assert m.ok is False and m.worst_index == [1] and m.nan_actual == 1
+    assert m.max_abs == math.inf  # a NaN where a number belongs is infinitely wrong, not hidden
     # NaN in the wrong place: both have one NaN, but not at the same index
     m = compare(np.array([nan, 1.0]), np.array([1.0, nan]), "float32", atol, rtol)
-    assert m["ok"] is False and m["bad"] == 2
+    assert m.ok is False and m.bad == 2
 
 
 @pytest.mark.parametrize("atol, rtol", [(0.0, 0.0), (1e-3, 1.0)])
 def test_inf_must_meet_the_same_inf(atol, rtol):
     inf = np.inf
-    assert compare(np.array([inf, -inf]), np.array([inf, -inf]), "float32", atol, rtol)["ok"] is True
-    assert compare(np.array([inf]), np.array([-inf]), "float32", atol, rtol)["ok"] is False
-    assert compare(np.array([inf]), np.array([3e38]), "float32", atol, rtol)["ok"] is False
-    assert compare(np.array([1.0]), np.array([inf]), "float32", atol, rtol)["ok"] is False
-    assert compare(np.array([inf]), np.array([np.nan]), "float32", atol, rtol)["ok"] is False
+    assert compare(np.array([inf, -inf]), np.array([inf, -inf]), "float32", atol, rtol).ok is True
+    assert compare(np.array([inf]), np.array([-inf]), "float32", atol, rtol).ok is False
+    assert compare(np.array([inf]), np.array([3e38]), "float32", atol, rtol).ok is False
+    assert compare(np.array([1.0]), np.array([inf]), "float32", atol, rtol).ok is False
+    assert compare(np.array([inf]), np.array([np.nan]), "float32", atol, rtol).ok is False
     m = compare(np.array([0.0, -inf]), np.array([0.0, inf]), "float32", atol, rtol)
-    assert m["worst_index"] == [1] and m["max_abs"] == "inf"
+    assert m.worst_index == [1] and m.max_abs == math.inf
 
 
 def test_metrics_of_a_wrong_infinity_are_inf_not_nan():
     # +inf against -inf is infinitely wrong in every metric; a NaN metric (inf/inf) would also swallow
     # the real relative differences of the other elements in max().
     m = compare(np.array([np.inf, 1.0]), np.array([-np.inf, 2.0]), "float32", atol=0.0, rtol=0.0)
-    assert m["max_abs"] == "inf"
-    assert m["max_rel"] == "inf", f"max_rel is {m['max_rel']!r}"
-    assert m["max_ulp"] == "inf"
+    assert m.max_abs == math.inf
+    assert m.max_rel == math.inf, f"max_rel is {m.max_rel!r}"
+    assert m.max_ulp == math.inf
 
 
 def test_pass_rule_exactly_at_the_boundary():
     # |a - e| <= atol + rtol |e| with exactly representable numbers: 0.5 <= 0.25 + 0.125 * 2
     e = np.array([2.0, -2.0])
-    assert compare(e, np.array([2.5, -1.5]), "float64", atol=0.25, rtol=0.125)["ok"] is True
-    assert compare(e, np.array([1.5, -2.5]), "float64", atol=0.25, rtol=0.125)["ok"] is True
+    assert compare(e, np.array([2.5, -1.5]), "float64", atol=0.25, rtol=0.125).ok is True
+    assert compare(e, np.array([1.5, -2.5]), "float64", atol=0.25, rtol=0.125).ok is True
     just_over = np.nextafter(2.5, np.inf)
     m = compare(e, np.array([just_over, -2.0]), "float64", atol=0.25, rtol=0.125)
-    assert m["ok"] is False and m["bad"] == 1 and m["worst_index"] == [0]
+    assert m.ok is False and m.bad == 1 and m.worst_index == [0]
     # rtol scales with |expected|, not |actual|: 0.5 from 2 is allowed with rtol 0.25, 0.5 from 1.5 ...
-    assert compare(np.array([2.0]), np.array([1.5]), "float64", atol=0.0, rtol=0.25)["ok"] is True
-    assert compare(np.array([1.5]), np.array([2.0]), "float64", atol=0.0, rtol=0.25)["ok"] is False
+    assert compare(np.array([2.0]), np.array([1.5]), "float64", atol=0.0, rtol=0.25).ok is True
+    assert compare(np.array([1.5]), np.array([2.0]), "float64", atol=0.0, rtol=0.25).ok is False
     # ... and atol alone at zero expected
-    assert compare(np.array([0.0]), np.array([0.25]), "float64", atol=0.25, rtol=10.0)["ok"] is True
-    assert compare(np.array([0.0]), np.array([0.5]), "float64", atol=0.25, rtol=10.0)["ok"] is False
+    assert compare(np.array([0.0]), np.array([0.25]), "float64", atol=0.25, rtol=10.0).ok is True
+    assert compare(np.array([0.0]), np.array([0.5]), "float64", atol=0.25, rtol=10.0).ok is False
 
 
 def test_zero_tolerance_demands_exact_equality():
     e = np.array([1.0])
-    assert compare(e, e, "float32", atol=0.0, rtol=0.0)["ok"] is True
-    assert compare(e, np.nextafter(e, 2.0), "float32", atol=0.0, rtol=0.0)["ok"] is False
+    assert compare(e, e, "float32", atol=0.0, rtol=0.0).ok is True
+    assert compare(e, np.nextafter(e, 2.0), "float32", atol=0.0, rtol=0.0).ok is False
 
 
 @pytest.mark.parametrize("expected, actual", [
@@ -133,10 +135,14 @@ def test_shape_mismatch_raises(expected, actual):
         compare(expected, actual, "float32", atol=1.0, rtol=1.0)
 
 
-def test_metrics_are_json_safe():
+def test_metrics_are_floats_and_their_json_is_json_safe():
     m = compare(np.array([np.nan]), np.array([1.0]), "float32", atol=0.0, rtol=0.0)
-    for key in ("max_abs", "max_rel", "max_ulp", "ratio", "expected_at_worst"):
-        assert isinstance(m[key], str) or math.isfinite(m[key])
+    assert m.max_abs == m.ratio == math.inf and math.isnan(m.expected_at_worst)  # floats while computing
+    data = m.to_json()
+    json.dumps(data, allow_nan=False)  # JSON has no NaN or inf: the edge writes them as strings
+    assert (data["max_abs"], data["ratio"], data["expected_at_worst"], data["actual_at_worst"]) == ("inf", "inf", "nan", 1.0)
+    back = Metrics.from_json(data)
+    assert back.max_abs == math.inf and math.isnan(back.expected_at_worst) and back.to_json() == data
 
 
 # ----------------------------------------------------------------------------- default tolerances
@@ -185,9 +191,9 @@ def test_default_tolerance_passes_a_correctly_rounded_float32_result():
     # a float32 result rounded once from the float64 truth is within tolerance of it
     truth = np.random.default_rng(0).normal(size=1000)
     tol = default_tolerance("float32", 1.0, "y")
-    assert compare(truth, truth.astype(np.float32).astype(np.float64), "float32", **tol)["ok"]
+    assert compare(truth, truth.astype(np.float32).astype(np.float64), "float32", **tol).ok
     # ... and a float16 one is not
-    assert not compare(truth, truth.astype(np.float16).astype(np.float64), "float32", **tol)["ok"]
+    assert not compare(truth, truth.astype(np.float16).astype(np.float64), "float32", **tol).ok
 
 
 # ----------------------------------------------------------------------------- decimals

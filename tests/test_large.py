@@ -5,6 +5,7 @@ The slice sizes are patched small here so that small arrays take the large-array
 cases themselves are in cases/large.yaml (README, "Speed and scale")."""
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import tracemalloc
 from pathlib import Path
@@ -19,6 +20,7 @@ from normconf.cases import load_file, load_text
 from normconf.compare import compare
 from normconf.engine import context, evaluate, forget
 from normconf.inputs import generate, round_to_dtype
+from normconf.records import Status
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,16 +110,16 @@ def test_large_outputs_are_stored_as_a_sample_and_the_oracle_row_stays_exact(mon
     monkeypatch.setattr(report, "SAMPLE", 64)  # 600 elements: every 10th is stored
     store = report.ArrayStore(tmp_path)
     result = evaluate(case, NumpyAdapter())
-    arrays = result.pop("arrays")
+    arrays = result.arrays
     store.save(case.key, "oracle", context(case).expected)
     store.save(case.key, "adapter-numpy", arrays)
     # a second adapter that is off in an element the sample skips (flat index 1 is not a multiple of 10)
-    off = dict(result, adapter="other", status="fail")
     shifted = arrays["y"].copy()
     shifted.reshape(-1)[1] += 0.5
-    off["outputs"] = {"y": compare(context(case).expected["y"], shifted, "float32", 1e-5, 1e-5)}
+    off = dataclasses.replace(result, adapter="other", status=Status.FAIL, has_arrays=True,
+                              outputs={"y": compare(context(case).expected["y"], shifted, "float32", 1e-5, 1e-5)})
     store.save(case.key, "adapter-other", {"y": shifted})
-    doc = report.build([dict(result, has_arrays=True), dict(off, has_arrays=True)], {}, store, {})
+    doc = report.build([dataclasses.replace(result, has_arrays=True), off], {}, store, {})
     matrix = doc["matrices"][case.key]
     assert matrix["sampled"] == {"y": {"every": 10, "of": 600}}
     labels = matrix["labels"]

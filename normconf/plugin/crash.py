@@ -48,6 +48,5 @@ def record_crash(state, report) -> None:
     result = record(case, adapter, status="error",
                     reason=f"the process running it crashed ({report.longrepr}): a segfault or abort "
                            f"inside {adapter}; xdist started a new worker and the other results are kept")
-    result.pop("arrays")
-    state.results.append(result)
+    state.results.append(result.to_json())
     state.cases.setdefault(key, case_summary(case))

@@ -82,7 +82,7 @@ class CaseItem(pytest.Item):
                               f"(its error record is in the report)")
         result = evaluate(self.case, self.adapter, state.known)
         self.publish(state, result)
-        status = result["status"]
+        status = result.status
         if status == "pass":
             return
         if status == "expected":
@@ -95,22 +95,22 @@ class CaseItem(pytest.Item):
     def publish(self, state, result: dict) -> None:
         """Store the outputs for the matrices and attach the record (with the case's summary) and
         the JUnit XML properties (``pytest --junitxml``: what a CI dashboard shows per item)."""
-        arrays = result.pop("arrays", {})
+        arrays, result.arrays = result.arrays, {}
         if arrays:
             state.store.save(self.case.key, "oracle", context(self.case).expected)
             state.store.save(self.case.key, f"adapter-{self.adapter.name}", arrays)
-            result["has_arrays"] = True
-        ran = result["status"] not in ("unsupported", "unavailable")
-        summary = case_summary(self.case, context(self.case) if ran else None)
-        self.user_properties.append(("normconf", json.dumps({"result": result, "case": summary},
+            result.has_arrays = True
+        record = result.to_json()  # plain JSON values: user properties travel from xdist workers
+        summary = case_summary(self.case, context(self.case) if result.status.ran else None)
+        self.user_properties.append(("normconf", json.dumps({"result": record, "case": summary},
                                                              default=str, allow_nan=True)))
         for key in ("case", "adapter", "status", "op", "dtype", "layout"):
-            self.user_properties.append((f"normconf_{key}", result[key]))
-        for name, m in result["outputs"].items():
+            self.user_properties.append((f"normconf_{key}", record[key]))
+        for name, m in record["outputs"].items():
             for metric in ("max_abs", "max_rel", "max_ulp", "ratio", "atol", "rtol"):
                 self.user_properties.append((f"normconf_{name}_{metric}", m[metric]))
-        if result.get("explanation"):
-            self.user_properties.append(("normconf_cause", result["explanation"].get("cause")))
+        if record["explanation"]:
+            self.user_properties.append(("normconf_cause", record["explanation"]["cause"]))
 
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, (CaseFailure, pytest.xfail.Exception)):
