@@ -8,12 +8,50 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from .cases import Case
 
 DDOF = {"biased": 0, "unbiased": 1}
+
+
+@dataclass(frozen=True)
+class Variation:
+    """The oracle with one way of computing changed: what the explanation of a mismatch tries
+    (:mod:`normconf.explain`). The default ``Variation()`` computes what the oracle computes.
+
+    - ``moments(x, axes, ddof) -> (mean, x - mean, var)`` (each kept as size-1 dims over ``axes``):
+      how the statistics are computed (E[x^2]-E[x]^2, sums in a low precision, ...); None: the
+      oracle's two-pass ones. Every statistic goes through it: y's, and the running statistics',
+      which are computed before y's (a ``moments`` that remembers its last call holds y's).
+    - ``eps_on_std``: y = (x - mean) / (sqrt(var) + eps) instead of (x - mean) / sqrt(var + eps).
+    - ``axes``: the dims y's statistics are over instead of the op's (instance, layer, group and
+      batch norm; group norm then normalizes x over them ungrouped); the running statistics keep
+      the op's own.
+
+    Under a variation the oracle gives the forward outputs only: its gradients are the analytic
+    ones of the two-pass statistics (:func:`normalize_vjp`), which a variation does not have."""
+
+    moments: Callable | None = None
+    eps_on_std: bool = False
+    axes: tuple[int, ...] | None = None
+
+    def statistics(self, x, axes, ddof: int):
+        """``(mean, x - mean, var)`` of float64 ``x`` over ``axes`` with this variation's moments."""
+        return (self.moments or _moments)(np.asarray(x, dtype=np.float64), tuple(axes), ddof)
+
+    def divide(self, dev, var, eps: float):
+        """``dev`` normalized by ``var`` with eps where this variation puts it."""
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            return dev / (np.sqrt(var) + eps) if self.eps_on_std else dev / np.sqrt(var + eps)
+
+    def normalize(self, x, axes, eps: float, ddof: int) -> np.ndarray:
+        """:func:`normalize_over` with this variation's statistics and eps placement."""
+        _, dev, var = self.statistics(x, axes, ddof)
+        return self.divide(dev, var, eps)
 
 
 def mean_var(x: np.ndarray, axes, ddof: int) -> tuple[np.ndarray, np.ndarray]:
@@ -111,9 +149,10 @@ def _outputs(case: Case, inputs: dict, yhat, backward, shape_for) -> dict:
         grad_x = backward(grad_output * weight)      backward(h) = d(sum(h * yhat))/dx
         grad_weight = sum(grad_output * yhat),  grad_bias = sum(grad_output)
 
-    the sums over the dims the parameter is broadcast along."""
+    the sums over the dims the parameter is broadcast along. No gradients without ``backward`` (an
+    oracle under a :class:`Variation`)."""
     out = {"y": _affine(yhat, inputs, shape_for)}
-    if case.params.get("grad"):
+    if case.params.get("grad") and backward is not None:
         g = inputs["grad_output"]
         out["grad_x"] = backward(g * shape_for(inputs["weight"]) if "weight" in inputs else g)
         for name, term in (("weight", g * yhat), ("bias", g)):
@@ -124,22 +163,29 @@ def _outputs(case: Case, inputs: dict, yhat, backward, shape_for) -> dict:
     return out
 
 
-def _normalized(x, axes, p: dict):
-    """(yhat, backward) of normalizing ``x`` over ``axes`` with the case's eps and divisor."""
+def _normalized(x, axes, p: dict, variation: Variation | None = None):
+    """(yhat, backward) of normalizing ``x`` over ``axes`` with the case's eps and divisor; under a
+    ``variation`` over its axes if it has some, and no backward (no gradients)."""
     eps, ddof = p["eps"], DDOF[p["variance"]]
+    if variation is not None:
+        return variation.normalize(x, variation.axes if variation.axes is not None else axes, eps, ddof), None
     return normalize_over(x, axes, eps, ddof), lambda h: normalize_vjp(x, h, axes, eps, ddof)
 
 
-def running_stats(case: Case, inputs: dict, axes) -> dict:
+def running_stats(case: Case, inputs: dict, axes, variation: Variation | None = None) -> dict:
     """running_mean / running_var after ``steps`` training steps. Each step blends in its statistics
     over ``axes`` with weight momentum (PyTorch's convention; None = cumulative average 1/k). With
     axes = the spatial dims (instance norm, track_running_stats) those are per (image, channel) and
-    their mean over the batch is blended in, as torch.nn.InstanceNorm*d does."""
+    their mean over the batch is blended in, as torch.nn.InstanceNorm*d does. A ``variation``'s
+    moments compute the statistics (its axes are y's, not these)."""
     p = case.params
     running_mean = np.asarray(inputs["running_mean"], dtype=np.float64)
     running_var = np.asarray(inputs["running_var"], dtype=np.float64)
     for k, xk in enumerate(inputs["x_steps"], start=1):
-        mean, var = mean_var(xk, axes, DDOF[p["running_variance"]])
+        if variation is None:
+            mean, var = mean_var(xk, axes, DDOF[p["running_variance"]])
+        else:
+            mean, _, var = variation.statistics(xk, axes, DDOF[p["running_variance"]])
         m = 1.0 / k if p["momentum"] is None else p["momentum"]
         with np.errstate(divide="ignore", invalid="ignore"):  # N = 0: NaN statistics
             running_mean = (1 - m) * running_mean + m * _mean0(mean).reshape(-1)
@@ -147,40 +193,48 @@ def running_stats(case: Case, inputs: dict, axes) -> dict:
     return {"running_mean": running_mean, "running_var": running_var}
 
 
-def instance_norm(case: Case, inputs: dict) -> dict:
+def instance_norm(case: Case, inputs: dict, variation: Variation | None = None) -> dict:
     x, p = inputs["x"], case.params
-    out = _outputs(case, inputs, *_normalized(x, tuple(range(2, x.ndim)), p), lambda v: _channel(v, x.ndim))
+    out = _outputs(case, inputs, *_normalized(x, tuple(range(2, x.ndim)), p, variation),
+                   lambda v: _channel(v, x.ndim))
     if p.get("track_running_stats"):
-        out.update(running_stats(case, inputs, tuple(range(2, x.ndim))))
+        out.update(running_stats(case, inputs, tuple(range(2, x.ndim)), variation))
     return out
 
 
-def group_norm(case: Case, inputs: dict) -> dict:
+def group_norm(case: Case, inputs: dict, variation: Variation | None = None) -> dict:
     x, p = inputs["x"], case.params
+    if variation is not None and variation.axes is not None:  # x over those dims, not grouped
+        return _outputs(case, inputs, *_normalized(x, variation.axes, p, variation), lambda v: _channel(v, x.ndim))
     n, c = x.shape[:2]
     grouped = (n, p["groups"], c // p["groups"]) + x.shape[2:]
-    yhat, backward = _normalized(x.reshape(grouped), tuple(range(2, len(grouped))), p)
-    return _outputs(case, inputs, yhat.reshape(x.shape), lambda h: backward(h.reshape(grouped)).reshape(x.shape),
+    yhat, backward = _normalized(x.reshape(grouped), tuple(range(2, len(grouped))), p, variation)
+    return _outputs(case, inputs, yhat.reshape(x.shape),
+                    backward and (lambda h: backward(h.reshape(grouped)).reshape(x.shape)),
                     lambda v: _channel(v, x.ndim))
 
 
-def layer_norm(case: Case, inputs: dict) -> dict:
+def layer_norm(case: Case, inputs: dict, variation: Variation | None = None) -> dict:
     x, p = inputs["x"], case.params
     axes = p["axes"]
 
     def shape_for(v):  # weight has the shape of the normalized dims; broadcast it back in place
         return np.asarray(v, dtype=np.float64).reshape([x.shape[d] if d in axes else 1 for d in range(x.ndim)])
 
-    return _outputs(case, inputs, *_normalized(x, tuple(axes), p), shape_for)
+    return _outputs(case, inputs, *_normalized(x, tuple(axes), p, variation), shape_for)
 
 
-def batch_norm(case: Case, inputs: dict) -> dict:
+def batch_norm(case: Case, inputs: dict, variation: Variation | None = None) -> dict:
     p, x = case.params, inputs["x"]
     axes = (0,) + tuple(range(2, x.ndim))
     shape_for = lambda v: _channel(v, x.ndim)  # noqa: E731
-    running = running_stats(case, inputs, axes) if p["training"] else {}
+    running = running_stats(case, inputs, axes, variation) if p["training"] else {}
     if p["training"] and not p["eval_after"]:  # the batch's own statistics
-        yhat, backward = _normalized(x, axes, p)
+        yhat, backward = _normalized(x, axes, p, variation)
+    elif variation is not None:  # running statistics, with the variation's eps placement
+        stats = running or inputs
+        yhat = variation.divide(x - shape_for(stats["running_mean"]), shape_for(stats["running_var"]), p["eps"])
+        backward = None
     else:  # running statistics, constants: the given ones, or those after training (eval_after)
         stats = running or inputs
         sigma = np.sqrt(shape_for(stats["running_var"]) + p["eps"])
@@ -189,22 +243,32 @@ def batch_norm(case: Case, inputs: dict) -> dict:
     return {**_outputs(case, inputs, yhat, backward, shape_for), **running}
 
 
-def normalize(case: Case, inputs: dict) -> dict:
+def normalize(case: Case, inputs: dict, variation: Variation | None = None) -> dict:
+    """No statistics: a variation leaves y as it is (and drops the gradients)."""
     x = inputs["x"]
+    _no_axes(case, variation)
     std = _channel(inputs["std"], x.ndim)
-    return _outputs(case, inputs, (x - _channel(inputs["mean"], x.ndim)) / std, lambda h: h / std, None)
+    backward = (lambda h: h / std) if variation is None else None
+    return _outputs(case, inputs, (x - _channel(inputs["mean"], x.ndim)) / std, backward, None)
 
 
-def channel_stats(case: Case, inputs: dict) -> dict:
+def channel_stats(case: Case, inputs: dict, variation: Variation | None = None) -> dict:
     x, p = inputs["x"], case.params
     ddof = DDOF[p["variance"]]
+    _no_axes(case, variation)
+    stats = mean_var if variation is None else (lambda v, axes, ddof: variation.statistics(v, axes, ddof)[::2])
     if p["method"] == "pooled":
-        mean, var = mean_var(x, (0,) + tuple(range(2, x.ndim)), ddof)
+        mean, var = stats(x, (0,) + tuple(range(2, x.ndim)), ddof)
         return {"mean": mean.reshape(-1), "std": np.sqrt(var).reshape(-1)}
     # per_image_mean: each image's own mean and std per channel, then their mean over images
-    mean, var = mean_var(x, tuple(range(2, x.ndim)), ddof)
+    mean, var = stats(x, tuple(range(2, x.ndim)), ddof)
     with np.errstate(divide="ignore", invalid="ignore"):  # N = 0: the mean over zero images is 0/0 = NaN
         return {"mean": _mean0(mean.reshape(x.shape[:2])), "std": _mean0(np.sqrt(var).reshape(x.shape[:2]))}
+
+
+def _no_axes(case: Case, variation: Variation | None) -> None:
+    if variation is not None and variation.axes is not None:
+        raise ValueError(f"{case.op} has no y statistics whose axes a variation could change")
 
 
 def _mean0(v: np.ndarray) -> np.ndarray:
@@ -216,8 +280,9 @@ OPS = {"instance_norm": instance_norm, "group_norm": group_norm, "layer_norm": l
        "batch_norm": batch_norm, "normalize": normalize, "channel_stats": channel_stats}
 
 
-def reference(case: Case, inputs: dict) -> dict[str, np.ndarray]:
-    """The float64 reference outputs of ``case`` on ``inputs`` (from :func:`normconf.inputs.generate`).
+def reference(case: Case, inputs: dict, variation: Variation | None = None) -> dict[str, np.ndarray]:
+    """The float64 reference outputs of ``case`` on ``inputs`` (from :func:`normconf.inputs.generate`);
+    with a ``variation``, the forward outputs of the oracle changed by it (:class:`Variation`).
 
     A large input is normalized in slices along an axis its statistics do not reduce over (see
     :func:`independent_axis`), so the two-pass temporaries stay near :data:`SLICE_BYTES` instead of
@@ -227,10 +292,10 @@ def reference(case: Case, inputs: dict) -> dict[str, np.ndarray]:
     x = inputs["x"]
     axis = independent_axis(case)
     if axis is None or x.nbytes <= SLICE_BYTES or x.shape[axis] == 1:
-        return OPS[case.op](case, inputs)
+        return _op(case, inputs, variation)
     out: dict[str, np.ndarray] = {}
     for part in _slices(x.shape, axis):
-        got = OPS[case.op](case, sliced_inputs(inputs, axis, part, x.ndim))
+        got = _op(case, sliced_inputs(inputs, axis, part, x.ndim), variation)
         for name, value in got.items():
             if name not in out:  # y-shaped outputs along ``axis``; per-channel ones (axis 1) along 0
                 shape = list(x.shape) if value.ndim == x.ndim else [x.shape[1]]
@@ -240,6 +305,10 @@ def reference(case: Case, inputs: dict) -> dict[str, np.ndarray]:
             index[at] = part
             out[name][tuple(index)] = value
     return out
+
+
+def _op(case: Case, inputs: dict, variation: Variation | None) -> dict:
+    return OPS[case.op](case, inputs) if variation is None else OPS[case.op](case, inputs, variation)
 
 
 #: float64 bytes of input normalized at a time by :func:`reference` on large inputs.
