@@ -5,7 +5,7 @@ Each entry::
     - adapter: labml-nn              # adapter name (fnmatch pattern)
       case: "instance_norm/stability*"  # <file stem>/<case id> (fnmatch pattern)
       outputs: [y]                   # outputs it excuses (default: every output)
-      cause: one_pass_variance       # a cause id from DESIGN.md
+      cause: one_pass_variance       # a cause id (normconf/explain/causes/, docs/causes.md)
       reason: E[x^2]-E[x]^2 in float32 cancels when |mean| >> std
       link: https://github.com/...
       platform_dependent: false      # optional, default false (below)
@@ -28,12 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cases import DTYPES, GRADIENTS, OUTPUTS
+from .explain import causes
 from .yamlload import UNIQUE_KEYS, DuplicateKeyError
 from .yamlload import load as load_yaml
 
-CAUSES = ("variance_divisor", "eps_value", "eps_on_std", "one_pass_variance", "low_precision_accumulation",
-          "reduction_axes", "momentum_convention", "running_variance_estimator", "per_image_std",
-          "affine_default")
+# The cause ids and their one-line docs come from the explainer's table (a light module: no NumPy)
+CAUSES = causes.IDS
 KEYS = ("adapter", "case", "outputs", "dtypes", "cause", "reason", "link", "platform_dependent")
 OUTPUT_NAMES = tuple(dict.fromkeys([n for names in OUTPUTS.values() for n in names] + list(GRADIENTS)))
 REQUIRED = ("adapter", "case", "cause", "reason", "link")
@@ -51,18 +51,7 @@ DOCS = {
     "platform_dependent": ("true: the discrepancy shows on some platforms only; a pass and the explained mismatch "
                            "are both accepted, never stale, and the JSON records which happened."),
 }
-CAUSE_DOCS = {
-    "variance_divisor": "n-1 instead of n, or n instead of n-1",
-    "eps_value": "another eps (the fitted value is reported)",
-    "eps_on_std": "eps added to the standard deviation instead of the variance",
-    "one_pass_variance": "variance as E[x^2]-E[x]^2 computed in the input dtype",
-    "low_precision_accumulation": "sums accumulated in the input dtype (float16/bfloat16, or float32 over many values)",
-    "reduction_axes": "statistics over other axes (layout misread, unbatched input misread)",
-    "momentum_convention": "momentum applied to the old value instead of the new",
-    "running_variance_estimator": "the other divisor in the running variance",
-    "per_image_std": "mean of per-image stds instead of the pooled std",
-    "affine_default": "a scale or shift the case did not ask for (or a missing one)",
-}
+CAUSE_DOCS = {c.id: c.doc for c in causes.REGISTRY}
 
 
 @dataclass(frozen=True)

@@ -191,16 +191,14 @@ ADAPTERS = _adapters()
 
 # Drawn (seeds 1 and 11): torch leaves the running statistics of an empty batch unchanged (a known
 # entry), and explaining that raised ZeroDivisionError: running_variance_estimator's detail
-# computes (n - 1) / n with n = 0 (normconf/explain.py, _Explainer.discrete). Open, with its owner.
+# computed (n - 1) / n with n = 0. Fixed; pinned so that it stays fixed.
 EMPTY_BATCH_RUNNING_VAR = entry("batch_norm", [0, 1], {"running_variance": "unbiased"}, "float64", data=[])
-EXPLAIN_N0 = "normconf/explain.py divides (n - 1) / n for n = 0 in running_variance_estimator's detail"
 
 
 @seeded
 @draws(60)
 @pinned
-@example(EMPTY_BATCH_RUNNING_VAR).xfail("torch" in [a.name for a in ADAPTERS], reason=EXPLAIN_N0,
-                                        raises=fuzz.HarnessError)
+@example(EMPTY_BATCH_RUNNING_VAR)
 @given(fuzz.case_entries())
 def test_no_harness_exception(entry):
     """Whatever is drawn, the engine, oracle, comparison, explanation and report run through: an
@@ -315,7 +313,6 @@ class EmptyBatchKeepsRunningStats(NumpyAdapter):
         return out
 
 
-@pytest.mark.xfail(strict=True, raises=fuzz.HarnessError, reason=EXPLAIN_N0)
 def test_explaining_an_empty_batch_is_no_harness_exception():
     result, = fuzz.run_entry(EMPTY_BATCH_RUNNING_VAR, [EmptyBatchKeepsRunningStats()])
     assert result["status"] == "fail" and result["explanation"]  # NaN statistics expected, 0 and 1 returned

@@ -1,0 +1,111 @@
+"""``eps_value``: another eps. Fitted from the output, or the case's eps when it is 0 in the input dtype."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ... import oracle
+from ...cases import Case
+from ...inputs import round_to_dtype
+from ..geometry import STAT_OPS, geometry, op_axes, unaffine
+from ..variant import Variant, pair
+
+# eps values found in the wild (torch 1e-5, Keras/TF 1e-3, Flax 1e-6, ...): a fitted eps is reported
+# as one of these when that one reproduces the output too.
+NICE_EPS = (0.0, 1e-12, 1e-10, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
+
+def discrete(ex) -> list[Variant]:
+    case, p = ex.case, ex.case.params
+    if case.op in STAT_OPS and p.get("eps", 0) > 0 and float(round_to_dtype(p["eps"], case.dtype)) == 0:
+        # eps below the dtype's smallest subnormal (1e-12, 1e-8 in float16) is 0 when added in the
+        # input dtype: a zero-variance slice gives 0/0 = NaN. Named first on a tie: an n-1 divisor
+        # over one value makes the same NaN, but only the case's own arithmetic is needed for this.
+        return [Variant("eps_value", {"eps": 0.0, "given": p["eps"], "dtype": case.dtype}, underflow_text,
+                        changes={"eps": 0.0}, extra={"underflow": True})]
+    return []
+
+
+def fitted(ex, case: Case, inputs: dict, base: Variant | None) -> list[Variant]:
+    """eps fitted from the output: per slice, y ~ k (x - mean) with k = 1/sqrt(var + eps), so
+    eps_s = 1/k^2 - var; the median over slices (and over the best-conditioned quarter, the
+    slices of smallest variance) plus the nearby common values are tried. With ``base``, each
+    paired with that change (``case`` and ``inputs`` are the base's)."""
+    if case.op not in STAT_OPS or "y" not in ex.actual:
+        return []
+    eps_s, var_s, slices = _per_slice(ex, case, inputs)
+    p = case.params
+    ok = np.isfinite(eps_s) & (slices > 0)
+    if ok.any():
+        eps_s, var_s = eps_s[ok], var_s[ok]
+        guesses = {float(np.median(eps_s))}
+        calm = var_s <= np.quantile(var_s, 0.25)
+        guesses.add(float(np.median(eps_s[calm])))
+    else:  # nothing to fit (NaN, zeros): eps = 0 is the one value that makes 0/0
+        eps_s, guesses = np.array([np.nan]), {0.0}
+    tried = set()
+    for g in guesses:
+        g = max(g, 0.0)
+        tried.add(g)
+        near = [e for e in NICE_EPS if (g == 0 and e <= 1e-8) or (g > 0 and e > 0 and abs(math.log10(e / g)) < 0.35)
+                or (e == 0 and g < 1e-8)]
+        tried.update(near)
+    tried.discard(p["eps"])
+    out, slices_fitted = [], int(ok.sum())
+    for e in sorted(tried):
+        fit = float(np.median(eps_s))
+
+        def text(ex, v, e=e, fit=fit, own=p["eps"], n=slices_fitted):
+            return f"eps {e:.3g} instead of {own:g} (fitted {fit:.4g} from {n} slices)"
+
+        v = Variant("eps_value", {"eps": e, "fitted": fit}, text, changes={"eps": e}, tier=1)
+        v.extra["odd_eps"] = e not in NICE_EPS
+        if base is not None:
+            v = pair(base, v)
+            if v is None:
+                continue
+        out.append(v)
+    return out
+
+
+def _per_slice(ex, case: Case, inputs: dict):
+    """(eps, variance, slope k) per slice, flat: the eps each slice's fit y ~ k (x - mean) implies."""
+    z = unaffine(case, inputs, ex.actual["y"])
+    p, x = case.params, ex.x
+    if case.op == "batch_norm" and not p["training"]:
+        chan = lambda v: np.asarray(v, dtype=np.float64).reshape((1, -1) + (1,) * (x.ndim - 2))
+        dev = x - chan(inputs["running_mean"])
+        var = chan(inputs["running_var"])
+        ax = op_axes(case, x.ndim)
+    else:
+        forward, ax, _ = geometry(case, x)
+        _, dev, var = oracle._moments(forward(x), ax, oracle.DDOF[p["variance"]])
+        z = forward(z)
+    with np.errstate(all="ignore"):
+        good = np.isfinite(z)
+        zz = np.where(good, z, 0.0)
+        dd = np.where(good, dev, 0.0)
+        k = (dd * zz).sum(axis=ax, keepdims=True) / (dd * dd).sum(axis=ax, keepdims=True)
+        eps_s = (1.0 / (k * k) - var).reshape(-1)
+        var_s = np.broadcast_to(var, k.shape).reshape(-1)
+    return eps_s, var_s, k.reshape(-1)
+
+
+def underflow_text(ex, v: Variant) -> str:
+    """eps that rounds to 0 in the input dtype: how many slices have a variance of 0 there."""
+    case, dt, eps = v.extra.get("case", ex.case), v.params["dtype"], v.params["given"]
+    if case.op == "batch_norm" and not case.params["training"]:  # y normalized with the running statistics
+        var = np.asarray(ex.inputs["running_var"], dtype=np.float64)
+    elif case.op == "batch_norm" and case.params.get("eval_after"):  # ... with those just updated
+        var = np.asarray(ex.expected["running_var"], dtype=np.float64)
+    else:
+        forward, ax, _ = geometry(case, ex.x)
+        var = oracle._moments(forward(ex.x), ax, oracle.DDOF[case.params["variance"]])[2]
+    zero = int((round_to_dtype(var, dt) == 0).sum())
+    tiny = 2.0 ** -24 if dt == "float16" else 2.0 ** -133 if dt == "bfloat16" else float(np.finfo(dt).smallest_subnormal)
+    head = (f"eps {eps:g} is 0 in {dt} (under half its smallest subnormal, {tiny:.3g}): added to the variance in "
+            f"{dt}, eps does not take effect (eps 0)")
+    if zero:
+        return f"{head}; var + eps = 0 in {zero} of {var.size} slice(s) of zero variance, where y = 0/0 = NaN instead of 0"
+    return f"{head}; y = (x - mean) / sqrt(var)"
