@@ -31,6 +31,7 @@ except ImportError as exc:  # the plugin renders the page at the end of every ru
     raise ImportError(f"the HTML report needs Jinja2 (pip install Jinja2; requirements.txt pins it): {exc}") from exc
 
 from .margin import FIRM_AGREE, FIRM_DIFFER
+from .records import NONFINITE, as_ratio
 from .report import STATUSES
 
 # Most severe first: the status a heatmap cell shows when merged runs disagree.
@@ -220,7 +221,7 @@ def _cell(adapter: str, records: list[dict]) -> dict:
     if ratio is not None:
         title += f", error/tolerance {_fmt(ratio)}"
         worst = max(((n, m) for n, m in (shown.get("outputs") or {}).items()),
-                    key=lambda nm: _num(nm[1].get("ratio")), default=None)
+                    key=lambda nm: as_ratio(nm[1].get("ratio")), default=None)
         if worst:
             title += f" ({worst[0]}: max_abs {_fmt(worst[1].get('max_abs'))})"
     for r in fragile:
@@ -318,14 +319,9 @@ def _case_info(key: str, summary: dict, records: list[dict]) -> dict:
 
 
 def _ratio(result: dict) -> float | None:
-    """Max over outputs of error / tolerance; None where nothing was compared."""
-    values = []
-    for m in (result.get("outputs") or {}).values():
-        r = m.get("ratio")
-        if isinstance(r, (int, float)):
-            values.append(float(r))
-        elif isinstance(r, str):
-            values.append(math.inf)  # 'inf' or 'nan': NaN where a number was due
+    """Max over outputs of error / tolerance ('inf'/'nan' count as infinitely far); None where
+    nothing was compared."""
+    values = [as_ratio(m.get("ratio")) for m in (result.get("outputs") or {}).values() if m.get("ratio") is not None]
     return max(values) if values else None
 
 
@@ -540,7 +536,7 @@ def _flatten(value):
             if inner is None:
                 return None
             out += inner
-        elif isinstance(v, (int, float)) and not isinstance(v, bool) or v in ("nan", "inf", "-inf"):
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) or v in NONFINITE:
             out.append(v)
         else:
             return None

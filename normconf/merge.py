@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+from .records import as_ratio
 from .report import SCHEMA_VERSION
 
 # Fields of a result that say nothing about its numbers: two results differing only there are the same.
@@ -139,5 +140,5 @@ def _worse(old, new):
     """The larger of two max-abs values ('nan' and 'inf' are stored as strings and win)."""
     if old is None:
         return new
-    return max(old, new, key=lambda v: (2, 0) if v == "nan" else (1, 0) if v == "inf" else (0, float(v)))
+    return max(old, new, key=lambda v: (v == "nan", as_ratio(v)))
 
