@@ -12,9 +12,10 @@ def reproduce(case_file: str, case_id: str, adapter: str, adapter_specs=()) -> d
     ``conformance.json`` has it (:meth:`normconf.records.Result.to_json`; the typed record and the
     adapter's outputs are :func:`normconf.engine.evaluate`'s).
 
-    >>> r = reproduce("cases/seeds.yaml", "blog_2x3x5x5_biased", "numpy")  # doctest: +SKIP
-    >>> r["status"]
-    'pass'
+    >>> from normconf.shipped import shipped_cases
+    >>> r = reproduce(str(shipped_cases() / "seeds.yaml"), "blog_2x3x5x5_biased", "numpy")
+    >>> r["status"], r["outputs"]["y"]["max_abs"] < 1e-12
+    ('pass', True)
     """
     from pathlib import Path
 

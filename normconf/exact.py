@@ -6,7 +6,7 @@ that the two check each other. Each output is the float64 nearest to the exact v
 >>> import numpy as np
 >>> y = normalize_slice([1.0, 2.0, 3.0, 4.0], eps=0.0, ddof=0)
 >>> [round(v, 12) for v in y]
-[-1.341640786500, -0.447213595500, 0.447213595500, 1.341640786500]
+[-1.3416407865, -0.4472135955, 0.4472135955, 1.3416407865]
 """
 from __future__ import annotations
 
