@@ -166,7 +166,7 @@ def profiles(m: dict, n: int = 0) -> list[Profile]:
                    pytest_args=(("-n", str(n)) if n else ("-p", "no:xdist")))]
 
     def xla(isa, need, default=True, doc=""):
-        why = not_x86 or (None if need in flags else f"the CPU has no {need}: XLA already stops below {isa}")
+        why = not_x86 or (None if need in flags else f"the CPU has no {need}: XLA generates at most {isa} here already")
         return Profile(f"xla-{isa.lower()}", f"XLA:CPU generates code for at most {isa}{doc}",
                        {"XLA_FLAGS": f"--xla_cpu_max_isa={isa}"}, ("jax", "tensorflow"), check=xla_check,
                        default=default, why_not=why)
@@ -194,8 +194,9 @@ def profiles(m: dict, n: int = 0) -> list[Profile]:
         if npy:
             off = [t for t in npy["dispatch"] if pick(t) and npy["features"].get(t)]
             why = None if off else f"this CPU runs none of NumPy's dispatch targets {' '.join(npy['dispatch']) or '(none)'} that it would switch off"
-        check = ("from numpy._core import _multiarray_umath as m; import os; "
-                 "d = os.environ['NPY_DISABLE_CPU_FEATURES'].split(); "
+        check = ("import os\ntry:\n from numpy._core import _multiarray_umath as m\nexcept ImportError:\n"
+                 " from numpy.core import _multiarray_umath as m\n"
+                 "d = os.environ['NPY_DISABLE_CPU_FEATURES'].split()\n"
                  "print('NumPy dispatch targets off:', ' '.join(t for t in d if not m.__cpu_features__.get(t)))")
         out.append(Profile(name, doc, {"NPY_DISABLE_CPU_FEATURES": " ".join(off)} if off else {}, None,
                            check=check, why_not=why))
