@@ -479,9 +479,10 @@ def run(n: int, seed: int, adapters, known, report=print, shrink: int = 5, secon
                 counts["harness"] += 1
                 tally(err.adapter or "-", "harness")
 
-        # shrinking replays a case dozens of times: the report is rebuilt only to shrink a harness kind
-        results = run_entry(entry, adapters, known, on_harness=on_harness,
-                            report=target is None or target[1] == "harness")
+        # shrinking replays a case hundreds of times: only the adapter of the kind runs (all of them for
+        # a harness exception of the case's report), and the report only to shrink a harness kind
+        runs = adapters if target is None or target[0] == "-" else [a for a in adapters if a.name == target[0]]
+        results = run_entry(entry, runs, known, on_harness=on_harness, report=target is None or target[1] == "harness")
         for result in results:
             known_fail = is_known(result, causes)
             if target is None:
