@@ -143,7 +143,8 @@ class JaxAdapter(Adapter):
             out = {"y": self.final_step(case, layer, x, False, None)[0]}
         if case.params.get("grad"):  # the parameters' gradients back in the case's order
             grad_x, grad_params = layer.grads
-            out.update(grad_x=grad_x, **{f"grad_{v}": back(grad_params[k]) for k, v in names.items() if k in grad_params})
+            out.update(grad_x=grad_x,
+                       **{f"grad_{v}": back(grad_params[k]) for k, v in names.items() if k in grad_params})
         return out
 
     def step_input(self, case, x):

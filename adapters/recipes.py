@@ -1,5 +1,6 @@
 """The hand-written normalizations of the seed documents, each written the way its document writes
-it (the public write-ups cited in cases/seeds.yaml), each declaring the conventions it fixes. Their mismatches are expected."""
+it (the public write-ups cited in cases/seeds.yaml), each declaring the conventions it fixes. Their
+mismatches are expected."""
 from __future__ import annotations
 
 import importlib.util

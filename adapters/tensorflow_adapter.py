@@ -73,11 +73,13 @@ class TensorflowAdapter(Adapter):
             out, layer = forward(x)
         if case.params.get("grad"):
             names = case.gradients
-            sources = {"grad_x": x, "grad_weight": getattr(layer, "gamma", None), "grad_bias": getattr(layer, "beta", None)}
+            sources = {"grad_x": x, "grad_weight": getattr(layer, "gamma", None),
+                       "grad_bias": getattr(layer, "beta", None)}
             grads = tape.gradient(out["y"], [sources[n] for n in names],
                                   output_gradients=self.cast(case, to_layout(inputs["grad_output"], case.layout)))
-            out.update(zip(names, grads))
-        out = {k: host_output(v.numpy() if v.dtype != tf.bfloat16 else tf.cast(v, tf.float64).numpy()) for k, v in out.items()}
+            out.update(zip(names, grads, strict=True))
+        out = {k: host_output(v.numpy() if v.dtype != tf.bfloat16 else tf.cast(v, tf.float64).numpy())
+               for k, v in out.items()}
         for k in ("y", "grad_x"):
             if k in out:
                 out[k] = from_layout(out[k], case.layout)

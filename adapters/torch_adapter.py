@@ -52,7 +52,8 @@ class TorchAdapter(Adapter):
         """The canonical array as a torch tensor whose memory follows the case layout."""
         import torch
 
-        t = torch.from_numpy(to_layout(np.asarray(x), case.layout, host_dtype(case.dtype))).to(self.device, getattr(torch, case.dtype))
+        t = torch.from_numpy(to_layout(np.asarray(x), case.layout, host_dtype(case.dtype)))
+        t = t.to(self.device, getattr(torch, case.dtype))
         # channels_last: NHWC memory seen as NCHW (for 4D/5D this is torch.channels_last[_3d])
         return t.movedim(-1, 1) if case.layout == "channels_last" else t
 
@@ -71,7 +72,8 @@ class TorchAdapter(Adapter):
     def leaves(self, case, inputs):
         """x, weight and bias as tensors (None where absent); with ``grad``, leaves that require grad, as
         users train them (x keeps its layout's memory: NHWC stays NHWC)."""
-        x, w, b = self.tensor(inputs["x"], case), self.param(inputs.get("weight"), case), self.param(inputs.get("bias"), case)
+        x = self.tensor(inputs["x"], case)
+        w, b = self.param(inputs.get("weight"), case), self.param(inputs.get("bias"), case)
         if case.params.get("grad", False):
             x, w, b = (None if t is None else t.detach().requires_grad_() for t in (x, w, b))
         return x, w, b

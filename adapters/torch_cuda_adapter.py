@@ -36,5 +36,6 @@ class TorchCudaAdapter(TorchAdapter):
             import torch
 
             info.update(device_name=torch.cuda.get_device_name(0), cuda=torch.version.cuda,
-                        tf32={"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32})
+                        tf32={"matmul": torch.backends.cuda.matmul.allow_tf32,
+                              "cudnn": torch.backends.cudnn.allow_tf32})
         return info

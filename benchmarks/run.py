@@ -111,8 +111,8 @@ def main(argv=None) -> int:
     floor = json.loads(runs["floor"]["output"].strip().splitlines()[-1])
     # --cases=P makes the plugin collect P (a case file outside cases/ too); P itself keeps the engine tests out
     # -c/-p: the repository's settings and plugin also for case files outside it
-    pytest = ([py, "-m", "pytest", "-c", str(ROOT / "pyproject.toml"), "-p", "normconf.plugin", "-p", "no:cacheprovider",
-               "-q"] + select + [f"--cases={p}" for p in paths] + paths)
+    pytest = ([py, "-m", "pytest", "-c", str(ROOT / "pyproject.toml"), "-p", "normconf.plugin",
+               "-p", "no:cacheprovider", "-q"] + select + [f"--cases={p}" for p in paths] + paths)
     runs["collect"] = measure(pytest + ["--collect-only"], env)
     runs["suite"] = measure(pytest + ["-p", "no:xdist", f"--report-dir={work / 'serial'}"], env)
     if opt.xdist:
@@ -129,9 +129,10 @@ def main(argv=None) -> int:
 
     print(f"\n{'run':<9} {'wall s':>8} {'largest GiB':>12} {'tree GiB':>9}  exit")
     for name, r in runs.items():
-        print(f"{name:<9} {r['wall_s']:>8.1f} {r['largest_process_gib']:>12.2f} {r['tree_peak_gib']:>9.2f}  {r['exit']}")
+        print(f"{name:<9} {r['wall_s']:>8.1f} {r['largest_process_gib']:>12.2f} {r['tree_peak_gib']:>9.2f}  "
+              f"{r['exit']}")
     s = floor["seconds"]
-    print(f"\nfloor parts (s): " + ", ".join(f"{k} {v:.1f}" for k, v in s.items()))
+    print("\nfloor parts (s): " + ", ".join(f"{k} {v:.1f}" for k, v in s.items()))
     print(f"floor: {floor['cases']} cases, {floor['calls']} framework calls ({floor['raised']} raised), "
           f"adapters {','.join(floor['adapters'])}")
     ratio = runs["suite"]["wall_s"] / runs["floor"]["wall_s"]

@@ -286,11 +286,10 @@ def _builtin_entry_points() -> list[importlib.metadata.EntryPoint]:
     ``PYTHONPATH=.``) they are read from its ``pyproject.toml``, which is always the running code's,
     whatever an installed copy of normconf declares; else from the installed metadata."""
     source = Path(__file__).resolve().parent.parent / "pyproject.toml"
-    try:
+    # Python 3.10 has no tomllib: the installed metadata only
+    if sys.version_info >= (3, 11) and source.is_file():
         import tomllib
-    except ImportError:  # Python 3.10: the installed metadata only
-        tomllib = None
-    if tomllib is not None and source.is_file():
+
         project = tomllib.loads(source.read_text(encoding="utf-8")).get("project", {})
         if project.get("name") == "normconf":
             table = project.get("entry-points", {}).get(GROUP, {})
@@ -316,6 +315,7 @@ def registry(specs=(), entry_points: bool = True) -> dict[str, Adapter]:
     adapters = {}
     for adapter in builtin() + (entry_point_adapters() if entry_points else []) + [load_spec(s) for s in specs]:
         if adapter.name in adapters and type(adapters[adapter.name]) is not type(adapter):
-            raise AdapterLoadError(f"two adapters are named {adapter.name!r}: {adapters[adapter.name]!r} and {adapter!r}")
+            raise AdapterLoadError(f"two adapters are named {adapter.name!r}: "
+                                   f"{adapters[adapter.name]!r} and {adapter!r}")
         adapters[adapter.name] = adapter
     return adapters

@@ -119,17 +119,21 @@ DOCS = {
     "params.momentum": ("Weight of the NEW batch statistic in the running statistics (PyTorch's convention); "
                         "null = cumulative average."),
     "params.running_mean": "Initial running mean per channel (default zeros), a literal list or {generator: ...}.",
-    "params.running_var": "Initial running variance per channel (default ones, values >= 0), a literal list or {generator: ...}.",
+    "params.running_var": ("Initial running variance per channel (default ones, values >= 0), a literal list or "
+                           "{generator: ...}."),
     "params.running_variance": ("Estimator written into the running variance: biased = n (ONNX's population "
                                 "variance), unbiased = n-1 (PyTorch)."),
     "params.steps": "Training forward passes; step k draws its input with the generator's seed + k.",
     "params.axes": "Canonical dims normalized over (default: every dim but the batch), in [-rank, rank), distinct.",
     "params.groups": "Number of channel groups: a divisor of C. Required.",
-    "params.training": "true: batch statistics and a running-statistics update; false: normalize with running_mean/running_var.",
-    "params.eval_after": "Train `steps` steps, then y is one eval pass over the last input with the updated statistics.",
+    "params.training": ("true: batch statistics and a running-statistics update; false: normalize with "
+                        "running_mean/running_var."),
+    "params.eval_after": ("Train `steps` steps, then y is one eval pass over the last input with the updated "
+                          "statistics."),
     "params.mean": "Per-channel constant subtracted: a number or a list of C numbers. Required.",
     "params.std": "Per-channel constant divided by: a number or a list of C finite, non-zero numbers. Required.",
-    "params.method": "pooled: std over all N*spatial values per channel; per_image_mean: mean over images of each image's std.",
+    "params.method": ("pooled: std over all N*spatial values per channel; per_image_mean: mean over images of each "
+                      "image's std."),
     "expect": "Optional literal expected outputs and a tolerance override.",
     "expect.values": ("Literal expected outputs by name ({y: [...]}), checked against the oracle and every adapter "
                       "to the precision they are written in."),
@@ -151,7 +155,8 @@ class CaseError(Exception):
         what = f"key {key!r}: " if key else ""
         hint = ""
         if isinstance(found, str) and _looks_numeric(found):
-            hint = f" (YAML 1.1, as yaml.safe_load reads it, takes {found!r} as text: write it with a dot and a signed exponent, e.g. 1.0e-5)"
+            hint = (f" (YAML 1.1, as yaml.safe_load reads it, takes {found!r} as text: write it with a dot and a "
+                    "signed exponent, e.g. 1.0e-5)")
         super().__init__(f"{where}: {what}found {_short(found)}; allowed: {allowed}{hint}")
 
 
@@ -231,7 +236,7 @@ class Params(Mapping):
     def __delattr__(self, name: str) -> None:
         raise AttributeError(f"case parameters are read-only (deleting {name!r})")
 
-    def replace(self, **changes) -> "Params":
+    def replace(self, **changes) -> Params:
         """New parameters: these with ``changes`` (a key may be new: an oracle variant's convention)."""
         return Params({**self._values, **changes})
 
@@ -285,7 +290,7 @@ class Case:
         """The gradient outputs this case asks for (``grad_x``, and ``grad_weight``/``grad_bias`` with affine)."""
         return tuple(n for n in self.outputs if n in GRADIENTS)
 
-    def with_params(self, **changes) -> "Case":
+    def with_params(self, **changes) -> Case:
         """The same case with some parameters changed (used for native conventions); this one is unchanged."""
         clone = copy.copy(self)
         clone.params = self.params.replace(**changes)
@@ -327,7 +332,8 @@ def load_text(text: str, file: str) -> tuple[list[Case], list[CaseError]]:
     except yaml.YAMLError as exc:
         return [], [CaseError(file, None, None, _yaml_problem(exc), "plain YAML (safe_load: no !!python tags)")]
     if not isinstance(doc, dict):
-        return [], [CaseError(file, None, None, type(doc).__name__, "a mapping with 'cases:' (and optional 'defaults:')")]
+        return [], [CaseError(file, None, None, type(doc).__name__,
+                              "a mapping with 'cases:' (and optional 'defaults:')")]
     unknown = set(doc) - {"defaults", "cases"}
     if unknown:
         return [], [CaseError(file, None, sorted(unknown)[0], sorted(unknown), "top-level keys: defaults, cases")]
@@ -482,7 +488,7 @@ def _expand(entry: dict, file: str, label: str):
     for combo in itertools.product(*(matrix[k] for k in keys)):
         case = copy.deepcopy({k: v for k, v in entry.items() if k != "matrix"})
         suffix = []
-        for key, value in zip(keys, combo):
+        for key, value in zip(keys, combo, strict=True):
             node = case
             *parents, last = key.split(".")
             for part in parents:
@@ -558,9 +564,12 @@ def _validate(entry: dict, file: str, label: str, from_matrix: bool = False) -> 
     if data is not None:
         found = _nested_shape(data) if data != [] else [0] + list(shape[1:])  # [] is the empty batch
         if found != list(shape):
-            raise err("input.data", f"nested list of shape {found}", f"a nested list of shape {list(shape)} (input.shape)")
+            raise err("input.data", f"nested list of shape {found}",
+                      f"a nested list of shape {list(shape)} (input.shape)")
     else:
-        generator = _generator(generator if generator is not None else INPUT_DEFAULTS["generator"], err, "input.generator")
+        if generator is None:
+            generator = INPUT_DEFAULTS["generator"]
+        generator = _generator(generator, err, "input.generator")
 
     params = _params(op, _or_empty(entry.get("params")), shape, err)
     if params.get("steps", 1) > 1 and data is not None:
@@ -612,7 +621,7 @@ def _params(op: str, given: Any, shape: list[int], err) -> dict:
             params[key] = default
         else:
             params[key] = given[key]
-    n, c, rank = shape[0], shape[1], len(shape)
+    c, rank = shape[1], len(shape)
     if "eps" in params:
         eps = params["eps"]
         if not _is_num(eps) or not math.isfinite(eps) or eps < 0:
@@ -748,7 +757,7 @@ def _flat(value):
         yield value
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _stem(file: str) -> str:
     """``Path(file).stem``, once per file: every result record and item name asks for it."""
     return Path(file).stem

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import io
+import itertools
 import json
 import math
 import shlex
@@ -60,7 +61,7 @@ def render(doc: dict) -> str:
     return _templates().get_template(TEMPLATE).render(view(doc))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _templates() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("normconf", "templates"), autoescape=True,
@@ -183,7 +184,7 @@ def _conflicts(conflicts) -> dict | None:
     if not conflicts:
         return None
     rows = [{"case": c["case"], "anchor": _anchor(c["case"]), "adapter": c["adapter"],
-             "runs": list(zip(c["statuses"], c["sources"])), "kind": c.get("kind")} for c in conflicts]
+             "runs": list(zip(c["statuses"], c["sources"], strict=True)), "kind": c.get("kind")} for c in conflicts]
     return {"count": len(rows), "status": [c for c in rows if c["kind"] != "metrics"],
             "metrics": [c for c in rows if c["kind"] == "metrics"]}
 
@@ -335,10 +336,10 @@ def _bucket(ratio: float | None) -> int | None:
 
 
 def _colour(level: float) -> tuple[int, int, int]:
-    for (x0, c0), (x1, c1) in zip(STOPS, STOPS[1:]):
+    for (x0, c0), (x1, c1) in itertools.pairwise(STOPS):
         if level <= x1:
             t = (level - x0) / (x1 - x0)
-            return tuple(int(round(a + (b - a) * t)) for a, b in zip(c0, c1))
+            return tuple(int(round(a + (b - a) * t)) for a, b in zip(c0, c1, strict=True))
     return STOPS[-1][1]
 
 
@@ -422,8 +423,9 @@ def _stability_svg(doc: dict, results: list[dict]) -> str | None:
     adapters = sorted({a for op in points.values() for a, _ in op})
     known = ("float64", "float32", "float16", "bfloat16")
     dtypes = sorted({d for op in points.values() for _, d in op}, key=lambda d: (known + (d,)).index(d))
-    markers = dict(zip(dtypes, "os^Dvp*h"))
-    styles = dict(zip(dtypes, ["-", "--", ":", "-.", "-", "--", ":", "-."]))
+    # four dtypes exist and eight markers and styles: the dtypes are the shorter list
+    markers = dict(zip(dtypes, "os^Dvp*h", strict=False))
+    styles = dict(zip(dtypes, ["-", "--", ":", "-.", "-", "--", ":", "-."], strict=False))
     palette = matplotlib.colormaps["tab20" if len(adapters) > 10 else "tab10"]
     colours = {a: palette(i % palette.N) for i, a in enumerate(adapters)}
 
@@ -437,7 +439,8 @@ def _stability_svg(doc: dict, results: list[dict]) -> str | None:
         fig.subplots_adjust(left=0.75 / width, right=1 - 1.95 / width, bottom=0.55 / height,
                             top=1 - 0.35 / height, wspace=0.3, hspace=0.45)
         axes = fig.subplots(nrows, ncols, squeeze=False)
-        for ax, op in zip(axes.flat, ops):
+        # the grid has nrows * ncols axes, one per op and the rest left empty
+        for ax, op in zip(axes.flat, ops, strict=False):
             for dtype, tol in sorted(tolerance.get(op, {}).items()):
                 xs = sorted(tol)
                 ax.plot(xs, [tol[x] for x in xs], color="0.6", lw=1, ls=styles[dtype], zorder=1)
@@ -536,7 +539,7 @@ def _flatten(value):
             if inner is None:
                 return None
             out += inner
-        elif isinstance(v, (int, float)) and not isinstance(v, bool) or v in NONFINITE:
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) or isinstance(v, str) and v in NONFINITE:
             out.append(v)
         else:
             return None

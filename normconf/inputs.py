@@ -4,7 +4,8 @@ The arrays handed to the oracle and to every adapter are float64 arrays whose va
 representable in the case's dtype, so all of them see the same numbers.
 
 >>> from normconf.cases import load_text
->>> case = load_text("cases: [{id: a, op: instance_norm, input: {shape: [1, 1, 2], generator: {dist: constant, value: 3}}}]", "d.yaml")[0][0]
+>>> text = "cases: [{id: a, op: instance_norm, input: {shape: [1, 1, 2], generator: {dist: constant, value: 3}}}]"
+>>> case = load_text(text, "d.yaml")[0][0]
 >>> generate(case)["x"].tolist()
 [[[3.0, 3.0]]]
 """

@@ -35,7 +35,7 @@ def merge(docs: list[dict], sources: list[str]) -> dict:
     """
     if len(docs) != len(sources):
         raise ValueError(f"merge: {len(docs)} documents but {len(sources)} source names")
-    for doc, source in zip(docs, sources):
+    for doc, source in zip(docs, sources, strict=True):
         if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
             raise ValueError(f"{source}: not a conformance.json document (no 'results' list)")
         if doc.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
@@ -44,7 +44,7 @@ def merge(docs: list[dict], sources: list[str]) -> dict:
 
     runs, adapters, cases = [], {}, {}
     groups: dict[tuple[str, str], list[dict]] = {}
-    for doc, source in zip(docs, sources):
+    for doc, source in zip(docs, sources, strict=True):
         env = doc.get("environment") or {}
         if isinstance(env.get("runs"), list):  # an already merged document keeps its runs
             runs += [dict(run) for run in env["runs"]]
@@ -105,9 +105,10 @@ def _joined(values) -> str | None:
 
 def _merge_matrices(docs: list[dict], sources: list[str]) -> dict:
     merged: dict[str, dict] = {}
-    for doc, source in zip(docs, sources):
+    for doc, source in zip(docs, sources, strict=True):
         for case, m in (doc.get("matrices") or {}).items():
-            acc = merged.setdefault(case, {"labels": ["oracle"], "cells": {}, "by": {}, "label_sources": {}, "pairs": []})
+            acc = merged.setdefault(case, {"labels": ["oracle"], "cells": {}, "by": {}, "label_sources": {},
+                                           "pairs": []})
             for pair in m.get("pairs") or []:  # why two adapters differ; the same text from two runs once
                 if pair not in acc["pairs"]:
                     acc["pairs"].append(pair)
