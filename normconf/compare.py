@@ -66,7 +66,7 @@ def default_tolerance(dtype: str, condition: float = 1.0, output: str = "y") -> 
         atol += conditioning
     elif output in ("running_var", "std"):
         rtol += conditioning
-    tolerance = {"atol": float(atol), "rtol": float(rtol)}
+    tolerance: dict[str, float | str] = {"atol": float(atol), "rtol": float(rtol)}
     if output in GRADIENTS:
         tolerance["scale"] = "max"
     return tolerance
@@ -112,8 +112,9 @@ def compare(expected, actual, dtype: str, atol: float, rtol: float, scale: str |
         atol, rtol = absolute(_largest_finite(e_all), atol, rtol, scale)
     atol, rtol = float(atol), float(rtol)
     e_flat, a_flat = e_all.reshape(-1), a_all.reshape(-1)
-    acc = {"max_abs": 0.0, "max_rel": 0.0, "max_ulp": 0.0, "ratio": -1.0, "worst": 0, "bad": 0,
-           "nan_expected": 0, "nan_actual": 0}
+    acc = {"max_abs": 0.0, "max_rel": 0.0, "max_ulp": 0.0, "ratio": -1.0}
+    count = {"bad": 0, "nan_expected": 0, "nan_actual": 0}
+    worst_flat = 0
     # in slices of CHUNK elements: a 1 GiB output needs a few MB of temporaries, not ten copies
     for lo in range(0, e_flat.size, CHUNK):
         e = np.asarray(e_flat[lo:lo + CHUNK], dtype=np.float64)
@@ -131,22 +132,22 @@ def compare(expected, actual, dtype: str, atol: float, rtol: float, scale: str |
                 diff, allowed, ratio, rel, ulps = _masked(e, a, diff, atol, rtol, dtype)
         at = int(np.argmax(ratio))
         if ratio[at] > acc["ratio"]:  # the first element furthest out of tolerance, in flat order
-            acc["ratio"], acc["worst"] = float(ratio[at]), lo + at
+            acc["ratio"], worst_flat = float(ratio[at]), lo + at
         acc["max_abs"] = max(acc["max_abs"], float(diff.max()))
         acc["max_rel"] = max(acc["max_rel"], float(rel.max()))
         acc["max_ulp"] = max(acc["max_ulp"], float(ulps.max()))
-        acc["bad"] += int((diff > allowed).sum())
-        acc["nan_expected"] += int(np.isnan(e).sum())
-        acc["nan_actual"] += int(np.isnan(a).sum())
+        count["bad"] += int((diff > allowed).sum())
+        count["nan_expected"] += int(np.isnan(e).sum())
+        count["nan_actual"] += int(np.isnan(a).sum())
+    worst: tuple = ()
+    at_worst: tuple[float | None, float | None] = (None, None)
     if e_flat.size:
-        worst = np.unravel_index(acc["worst"], e_all.shape)
+        worst = np.unravel_index(worst_flat, e_all.shape)
         at_worst = float(e_all[worst]), float(a_all[worst])
-    else:
-        worst, at_worst = (), (None, None)
     return Metrics(max_abs=float(acc["max_abs"]), max_rel=float(acc["max_rel"]), max_ulp=float(acc["max_ulp"]),
                    worst_index=[int(i) for i in worst], expected_at_worst=at_worst[0], actual_at_worst=at_worst[1],
-                   ratio=float(max(acc["ratio"], 0.0)), bad=acc["bad"], nan_expected=acc["nan_expected"],
-                   nan_actual=acc["nan_actual"], atol=atol, rtol=rtol, ok=acc["bad"] == 0)
+                   ratio=float(max(acc["ratio"], 0.0)), bad=count["bad"], nan_expected=count["nan_expected"],
+                   nan_actual=count["nan_actual"], atol=atol, rtol=rtol, ok=count["bad"] == 0)
 
 
 def _masked(e, a, diff, atol: float, rtol: float, dtype: str):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -156,7 +157,7 @@ def record(case: Case, adapter: str, **fields) -> Result:
                   shape=list(case.shape), tags=list(case.tags), **fields)
 
 
-def evaluate(case: Case, adapter: Adapter, known: list[Known] = ()) -> Result:
+def evaluate(case: Case, adapter: Adapter, known: Sequence[Known] = ()) -> Result:
     """Run ``adapter`` on ``case`` and judge it. Returns its :class:`~normconf.records.Result`, with
     ``arrays`` (the adapter's outputs, canonical order), which is not serialized."""
     result = record(case, adapter.name)
@@ -166,15 +167,16 @@ def evaluate(case: Case, adapter: Adapter, known: list[Known] = ()) -> Result:
     reason = adapter.unsupported(case)
     if reason:
         return result.judged(Status.UNSUPPORTED, reason)
-    ctx = context(case)
-    if ctx.problem:
-        return result.judged(Status.ERROR, f"case error: {ctx.problem}")
+    base = context(case)
+    if base.problem:
+        return result.judged(Status.ERROR, f"case error: {base.problem}")
     # framework_defaults: the adapter runs with its framework's default arguments, judged against the
     # oracle with those (a porting view: the differences between frameworks show pairwise)
     defaults = adapter.defaults_for(case)
+    ctx: CaseContext | _DefaultsView = base
     if defaults:
         result.defaults = defaults
-        ctx = _DefaultsView(ctx, defaults)
+        ctx = _DefaultsView(base, defaults)
         case = case.with_params(**defaults)
     start = time.perf_counter()
     try:
@@ -253,22 +255,25 @@ def evaluate(case: Case, adapter: Adapter, known: list[Known] = ()) -> Result:
     elif stale:
         result.judged(Status.STALE, "; ".join(s[1] for s in stale))
     elif excused:
-        result.judged(Status.EXPECTED, "; ".join(dict.fromkeys(f"{e[0]}: {e[2]}" for e in excused)))
+        reason = "; ".join(dict.fromkeys(f"{e[0]}: {e[2]}" for e in excused))
         declared = {NATIVE_CAUSE.get(k, k) for k in native} | {k.cause for k in entries}
         found = result.explanation.named_causes() if result.explanation else set()
         if declared and not found & declared:
             result.explanation_mismatch = {"declared": sorted(declared), "found": sorted(found) or ["unexplained"]}
-            result.reason += (f" [the explanation finds {', '.join(sorted(found)) or 'no cause'}, "
-                              f"not the declared {', '.join(sorted(declared))}]")
+            reason += (f" [the explanation finds {', '.join(sorted(found)) or 'no cause'}, "
+                       f"not the declared {', '.join(sorted(declared))}]")
+        result.judged(Status.EXPECTED, reason)
     else:
         result.judged(Status.PASS)
         if result.known:
             k = result.known
             result.reason = (f"agrees here; known_discrepancies.yaml #{k['index']} is platform_dependent: "
                              f"its mismatch ([{k['cause']}]) is seen on other machines and accepted too")
-    found = verdict_margin(result.status, result.outputs, failed, excused, native_matters, entries, result.explanation)
-    result.margin, result.margin_output = found["margin"], found["margin_output"]
-    result.verdict, result.strict = found["verdict"], found["strict"]
+    assert result.status is not None  # every branch above judged it
+    margin = verdict_margin(result.status, result.outputs, failed, excused, native_matters, entries,
+                            result.explanation)
+    result.margin, result.margin_output = margin["margin"], margin["margin_output"]
+    result.verdict, result.strict = margin["verdict"], margin["strict"]
     return result
 
 

@@ -113,6 +113,7 @@ def verdict_margin(status: Status, outputs: dict[str, Metrics], failed: list, ex
             conditions += _compared(name, metrics, moves.get(name), strict=name not in loose)
         if native_matters.get(name):
             vs = metrics.vs_native
+            assert vs is not None  # the engine sets native_matters only where it compared with the native oracle
             conditions.append(Condition(f"{name} (native)", "agree" if vs.ok else "differ", as_ratio(vs.ratio),
                                         strict=name not in loose))
     if out:
@@ -145,7 +146,8 @@ def _compared(name: str, metrics: Metrics, moves: float | None, strict: bool = T
     found = [Condition(name, "agree" if metrics.ok else "differ", as_ratio(metrics.ratio), strict, moves)]
     vs = metrics.vs_values
     if vs is not None:
-        distance = as_ratio(metrics.max_abs) / vs.atol if vs.atol > 0 else None
+        # vs_values always has its atol (the literal's tolerance); vs_native, which has none, is not read here
+        distance = as_ratio(metrics.max_abs) / vs.atol if vs.atol is not None and vs.atol > 0 else None
         found.append(Condition(f"{name} (expect.values)", "agree" if vs.ok else "differ", as_ratio(vs.ratio),
                                strict, distance))
     if not all(c.need == "agree" for c in found):

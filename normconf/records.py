@@ -20,9 +20,10 @@ working; attribute access is the typed way.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import Field, dataclass, field, fields
 from enum import Enum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, overload
 
 # ----------------------------------------------------------------------------- numbers in JSON
 
@@ -92,7 +93,11 @@ def _is_mapping(value) -> bool:
     return isinstance(value, Mapping)
 
 
-def _decode_values(mapping) -> dict | None:
+@overload
+def _decode_values(mapping: None) -> None: ...
+@overload
+def _decode_values(mapping: Mapping) -> dict: ...
+def _decode_values(mapping: Mapping | None) -> dict | None:
     """A mapping of numbers as JSON stores them (residuals, parameters): the strings decoded."""
     return None if mapping is None else {k: decode_number(v) for k, v in mapping.items()}
 
@@ -167,6 +172,8 @@ class _Record:
     access by JSON key (``record["ratio"]``) for code written against the dict records."""
 
     __slots__ = ()
+    # What @dataclass gives every subclass; declared so that the type checker knows a record is one.
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
     #: Fields always written to JSON (None included); the others only when not None.
     ALWAYS: ClassVar[tuple[str, ...]] = ()
     #: Fields never written (arrays that stay in memory).
@@ -200,7 +207,8 @@ class _Record:
             return NotImplemented
         return self.to_json() == other.to_json()
 
-    __hash__ = None  # mutable
+    # mutable: unhashable, the data model's way, which mypy takes for a wrong override of object.__hash__
+    __hash__ = None  # type: ignore[assignment]
 
     def __getitem__(self, key: str):
         if key in self:
