@@ -680,3 +680,162 @@ def test_cases_without_ids_are_distinct_failed_items(fast):
     assert len(reports) == 2
     assert len({r.nodeid for r in reports}) == 2, f"two malformed cases share one test id: {reports[0].nodeid}"
     assert outcomes["cases/noid.yaml::noid/ok[numpy]"][0] == "passed"
+
+
+# ----------------------------------------------------------------------------- items not made, once each
+
+def test_unavailable_adapter_is_listed_once_not_skipped_per_case(fast, monkeypatch):
+    """A built-in (or entry-point) adapter that cannot run here gets no items: the summary and the
+    JSON say so once, with the reason. Named with --adapters, it keeps one skipped item per case."""
+    import normconf.adapter
+    import user_adapters
+    from adapters.numpy_adapter import NumpyAdapter
+
+    monkeypatch.setattr(normconf.adapter, "builtin", lambda: [NumpyAdapter(), user_adapters.Missing()])
+    write(fast, "cases/basic.yaml", BASIC)
+    result = text_run(fast, "-rs")
+    out = result.stdout.str()
+    result.assert_outcomes(passed=2)  # numpy on both cases; nothing skipped
+    assert "SKIPPED" not in out
+    assert re.search(r"not run \(no items; \"not_run\" in conformance.json\):\n\s+user-missing\s+unavailable, 2 cases: "
+                     r"module 'normconf_no_such_module' is not installed", out), out
+    assert report(fast)["not_run"] == [{"adapter": "user-missing", "op": None, "status": "unavailable", "cases": 2,
+                                        "reason": "module 'normconf_no_such_module' is not installed"}]
+
+    reprec, outcomes = inner(fast, "--adapters", "numpy,user-missing")
+    assert outcomes["cases/basic.yaml::basic/lit[user-missing]"] == (
+        "skipped", "user-missing unavailable: module 'normconf_no_such_module' is not installed")
+    assert report(fast)["not_run"] == [{"adapter": "user-missing", "op": "layer_norm", "status": "unsupported",
+                                        "cases": 1, "reason": "this adapter implements instance_norm only"}]
+
+
+def test_not_run_counts_only_the_selected_cases(fast):
+    write(fast, "cases/basic.yaml", BASIC)
+    inner(fast)
+    assert [(e["adapter"], e["op"], e["cases"]) for e in report(fast)["not_run"]] == [("recipe-000-numpy", "layer_norm", 1)]
+    # -k keeps the instance norm only: no layer-norm case was selected, so none was not run
+    reprec, outcomes = inner(fast, "-k", "lit")
+    assert set(outcomes) == {"cases/basic.yaml::basic/lit[numpy]", "cases/basic.yaml::basic/lit[recipe-000-numpy]"}
+    assert report(fast)["not_run"] == []
+    result = text_run(fast, "-k", "lit")
+    assert "not run" not in result.stdout.str()
+
+
+# ----------------------------------------------------------------------------- warnings
+
+WARNING_ADAPTERS = '''
+import warnings
+
+import numpy as np
+
+from normconf.adapter import Adapter
+
+
+class Loud(Adapter):
+    """Instance norm through NumPy's float64 formula, which warns on a NaN slice; and a warning of its own."""
+
+    name, framework = "loud", "numpy"
+
+    def instance_norm(self, case, inputs):
+        x = np.array(inputs["x"])
+        with np.errstate(all="warn"):
+            mean = x.mean(axis=-1, keepdims=True)
+            y = (x - mean) / np.sqrt(((x - mean) ** 2).mean(axis=-1, keepdims=True) + case.params["eps"])
+        if case.id == "own":
+            warnings.warn("loud: the kernel's own note", UserWarning)
+        if case.id == "numeric_clean":
+            np.float64(1.0) / np.float64(0.0)  # a divide-by-zero warning on ordinary numbers
+        return {"y": y}
+'''
+
+
+def test_numeric_warnings_on_nan_inputs_are_dropped_and_others_reported(fast):
+    fast.makepyfile(warning_adapters=WARNING_ADAPTERS)
+    write(fast, "cases/w.yaml", """\
+        defaults:
+          op: instance_norm
+          input: {shape: [1, 2, 3], dtype: float64, data: [[[1, 2, 3], [.nan, 1, 2]]]}
+          params: {eps: 1.0e-5}
+        cases:
+          - id: nan_input
+          - id: own
+          - id: numeric_clean
+            input: {data: [[[1, 2, 3], [4, 5, 7]]]}
+        """)
+    result = text_run(fast, "--adapters", "loud", "--adapter", "warning_adapters:Loud", "-W", "default")
+    out = result.stdout.str()
+    result.assert_outcomes(passed=3, warnings=2)
+    summary = out.split("warnings summary")[1].split("-- Docs")[0]
+    assert "w/own[loud]" in summary and "loud: the kernel's own note" in summary  # not numeric: kept
+    assert "w/numeric_clean[loud]" in summary and "divide by zero" in summary  # numeric, ordinary numbers: kept
+    assert "w/nan_input[loud]" not in summary and "invalid value" not in summary  # the case's NaN: dropped
+
+
+def test_quiet_keeps_warnings_of_an_adapter_that_raises():
+    import warnings
+
+    from normconf.expected_warnings import Quiet, certain
+
+    class Raises:
+        name = "raises"
+
+        def run(self, case, inputs):
+            warnings.warn("invalid value encountered in divide", RuntimeWarning)
+            raise ValueError("boom")
+
+    case = type("C", (), {"dtype": "float32"})()
+    with pytest.warns(RuntimeWarning, match="invalid value"), pytest.raises(ValueError, match="boom"):
+        Quiet(Raises()).run(case, {"x": np.ones((2, 2))})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError):
+            Quiet(Raises()).run(case, {"x": np.zeros((0, 2))})  # an empty batch: expected, dropped
+    assert caught == []
+    # float16 sums past 65504 make an overflow certain; the same numbers in float32 do not
+    big = np.full((1, 1, 100), 1000.0)
+    assert certain({"x": big}, dtype="float16") and not certain({"x": big}, dtype="float32")
+
+
+# ----------------------------------------------------------------------------- the plugin registers itself
+
+def test_cases_option_with_a_space_and_no_conftest(suite):
+    """The plugin comes from normconf's pytest11 entry point, before any conftest: `--cases DIR` with a
+    space works (pytest used to take DIR for a test path before the conftest added the option)."""
+    assert not (suite.path / "conftest.py").exists()
+    write(suite, "mine/one.yaml", "cases: [{id: a, op: instance_norm, input: {shape: [1, 2, 3]}}]\n")
+    result = suite.runpytest_subprocess(*QUIET, "--cases", "mine", "--adapters", "numpy", "-v")
+    assert result.ret == 0, result.stdout.str()[-2000:] + result.stderr.str()[-2000:]
+    result.stdout.fnmatch_lines(["*mine/one.yaml::one/a?numpy? PASSED*"])
+
+
+def test_loading_it_again_by_name_is_a_no_op(suite):
+    """`-p normconf.plugin` and a conftest's `pytest_plugins` naming it (the way before the entry point)
+    find it registered under that name: no second registration, no error."""
+    suite.makeconftest('pytest_plugins = ["normconf.plugin"]')
+    write(suite, "cases/basic.yaml", BASIC)
+    result = suite.runpytest_subprocess(*QUIET, "-p", "normconf.plugin", "--adapters", "numpy")
+    assert result.ret == 0, result.stdout.str()[-2000:] + result.stderr.str()[-2000:]
+    result.assert_outcomes(passed=2)
+
+
+def test_a_project_that_does_not_use_it_is_left_alone(pytester, monkeypatch):
+    """Installed, the plugin loads in every pytest run of the environment. Without a normconf option
+    or a case folder in its paths, a run sees nothing of it: no header, no items, no report, and a
+    broken adapter entry point of another distribution does not break it."""
+    monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
+    site = pytester.mkdir("site")
+    dist = site / "broken_adapters-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-adapters\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[normconf.adapters]\nbroken = no_such_module_anywhere:Nope\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), str(ROOT)]))
+    pytester.makepyfile(test_plain="def test_x():\n    assert 1 + 1 == 2\n")
+    result = pytester.runpytest_subprocess(*QUIET)
+    assert result.ret == 0, result.stdout.str()[-2000:] + result.stderr.str()[-2000:]
+    result.assert_outcomes(passed=1)
+    assert "normconf" not in result.stdout.str().split("collected")[0].replace("plugins: normconf", "")
+    assert not (pytester.path / "reports").exists()
+    # the same environment in a conformance run: the broken entry point is a usage error naming it
+    used = pytester.runpytest_subprocess(*QUIET, "--adapters", "numpy")
+    assert used.ret == pytest.ExitCode.USAGE_ERROR
+    assert "no_such_module_anywhere" in used.stderr.str()
