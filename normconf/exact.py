@@ -72,12 +72,12 @@ def vjp_slice(values, h, eps: float, ddof: int) -> list[float]:
         return [float("nan")] * len(values)
     xs, hs, n = [_q(v) for v in values], [_q(v) for v in h], len(values)
     mean_h = sum(hs, Fraction(0)) / n
-    along = sum((hi * (xi - mean) for hi, xi in zip(hs, xs)), Fraction(0)) / (n - ddof)
+    along = sum((hi * (xi - mean) for hi, xi in zip(hs, xs, strict=True)), Fraction(0)) / (n - ddof)
     denom = _dec(var + _q(eps))
     root = CTX.sqrt(denom)
     cube = CTX.multiply(root, denom)
     return [float(CTX.subtract(CTX.divide(_dec(hi - mean_h), root), CTX.divide(_dec((xi - mean) * along), cube)))
-            for hi, xi in zip(hs, xs)]
+            for hi, xi in zip(hs, xs, strict=True)]
 
 
 def _by_slice(fn, x: np.ndarray, axes, *others) -> np.ndarray:
@@ -133,7 +133,7 @@ def _running(case: Case, inputs: dict, axes) -> tuple[list, list]:
     blended in with weight momentum."""
     p = case.params
     rm = [_q(v) for v in inputs["running_mean"]]
-    rv = [_q(v) for v in inputs["running_var"]]
+    rv: list[Fraction | float] = [_q(v) for v in inputs["running_var"]]  # float: NaN, once undefined
     for k, xk in enumerate(inputs["x_steps"], start=1):
         m = Fraction(1, k) if p["momentum"] is None else _q(p["momentum"])
         xk = np.asarray(xk, dtype=np.float64)
@@ -142,7 +142,8 @@ def _running(case: Case, inputs: dict, axes) -> tuple[list, list]:
             images = [xk[i, c] for i in range(xk.shape[0])] if per_image else [xk[:, c]]
             pairs = [stats(img.ravel(), DDOF[p["running_variance"]]) for img in images]
             mean = sum((mu for mu, _ in pairs), Fraction(0)) / len(pairs)
-            var = None if any(v is None for _, v in pairs) else sum((v for _, v in pairs), Fraction(0)) / len(pairs)
+            defined = [v for _, v in pairs if v is not None]
+            var = sum(defined, Fraction(0)) / len(pairs) if len(defined) == len(pairs) else None
             rm[c] = (1 - m) * rm[c] + m * mean
             rv[c] = float("nan") if var is None or not isinstance(rv[c], Fraction) else (1 - m) * rv[c] + m * var
     return rm, rv
@@ -176,7 +177,11 @@ def _gradients(case: Case, inputs: dict) -> dict:
         grad_x = grad_x.astype(float)
         yhat = _by_slice(lambda r: yhat_slice(r, eps, ddof), xs, axes).reshape(x.shape)
     out = {"grad_x": grad_x}
-    terms = {"weight": lambda idx: CTX.multiply(_dec(g[idx]), yhat[idx]), "bias": lambda idx: _dec(g[idx])}
+
+    def weight_term(idx: tuple[int, ...]) -> Decimal:
+        return CTX.multiply(_dec(g[idx]), yhat[idx])
+
+    terms = {"weight": weight_term, "bias": lambda idx: _dec(g[idx])}
     for name, term in terms.items():
         if name in inputs:
             sums: dict = {}
@@ -206,13 +211,14 @@ def _broadcaster(case: Case, x: np.ndarray):
     """A per-channel (layer_norm: per normalized dims) parameter broadcast to x's shape."""
     if case.op == "layer_norm":
         axes = case.params["axes"]
-        return lambda v: np.broadcast_to(np.reshape(v, [x.shape[d] if d in axes else 1 for d in range(x.ndim)]), x.shape)
+        kept = [x.shape[d] if d in axes else 1 for d in range(x.ndim)]
+        return lambda v: np.broadcast_to(np.reshape(v, kept), x.shape)
     return lambda v: _per_channel(v, x.shape)
 
 
 def _forward(case: Case, inputs: dict) -> dict[str, np.ndarray]:
     x, p = np.asarray(inputs["x"], dtype=np.float64), case.params
-    ddof = DDOF.get(p.get("variance"), 0)
+    ddof = DDOF[p["variance"]] if "variance" in p else 0  # normalize has no variance
     spatial = tuple(range(2, x.ndim))
     w = _per_channel(inputs["weight"], x.shape) if "weight" in inputs and case.op != "layer_norm" else None
     b = _per_channel(inputs["bias"], x.shape) if "bias" in inputs and case.op != "layer_norm" else None
@@ -240,13 +246,16 @@ def _forward(case: Case, inputs: dict) -> dict[str, np.ndarray]:
         rows = _slices(x, (0,) + spatial)[0] if p["method"] == "pooled" else None
         if rows is not None:
             pairs = [stats(r, ddof) for r in rows]
+            # a variance with n - ddof = 0 is undefined: its std is NaN, as the oracle's
             return {"mean": np.array([float(m) for m, _ in pairs]),
-                    "std": np.array([float(CTX.sqrt(_dec(v))) for _, v in pairs])}
+                    "std": np.array([float("nan") if v is None else float(CTX.sqrt(_dec(v))) for _, v in pairs])}
         means, stds = [], []
         for c in range(x.shape[1]):
             per = [stats(x[n, c].ravel(), ddof) for n in range(x.shape[0])]
             means.append(float(sum((m for m, _ in per), Fraction(0)) / len(per)))
-            stds.append(float(CTX.divide(sum((CTX.sqrt(_dec(v)) for _, v in per), Decimal(0)), Decimal(len(per)))))
+            roots = [CTX.sqrt(_dec(v)) for _, v in per if v is not None]
+            stds.append(float(CTX.divide(sum(roots, Decimal(0)), Decimal(len(per)))) if len(roots) == len(per)
+                        else float("nan"))
         return {"mean": np.array(means), "std": np.array(stds)}
     # batch_norm
     axes = (0,) + spatial

@@ -123,8 +123,11 @@ def _nullable(schema: dict) -> dict:
     return schema
 
 
-NUMBER = {"type": "number"}
-NON_NEGATIVE = {"type": "number", "minimum": 0}
+#: A JSON Schema (or a part of one), as json.dumps writes it.
+Schema = dict[str, Any]
+
+NUMBER: Schema = {"type": "number"}
+NON_NEGATIVE: Schema = {"type": "number", "minimum": 0}
 NESTED = "#/$defs/nested_numbers"
 NESTED_NON_NEGATIVE = "#/$defs/nested_non_negative"
 GENERATOR = "#/$defs/generator"
@@ -134,9 +137,9 @@ GENERATED = "#/$defs/generated_param"
 
 def _defs() -> dict:
     union = list(dict.fromkeys(k for keys in C.GENERATOR_KEYS.values() for k in keys if k != "dist"))
-    generator_props = {"dist": {"enum": list(C.GENERATOR_KEYS), "description": _doc("generator.dist")}}
+    generator_props: Schema = {"dist": {"enum": list(C.GENERATOR_KEYS), "description": _doc("generator.dist")}}
     for key in union:
-        schema = {"type": "integer", "minimum": 0, "default": 0} if key == "seed" else dict(NUMBER)
+        schema: Schema = {"type": "integer", "minimum": 0, "default": 0} if key == "seed" else dict(NUMBER)
         if key == "std":
             schema["minimum"] = 0
         for defaults in C.GENERATOR_DEFAULTS.values():
@@ -175,6 +178,7 @@ def _param(name: str) -> dict:
     """The schema of one parameter's value, from the validator's tables and its checks."""
     defaults = {op: spec[name] for op, spec in C.PARAMS.items() if name in spec}
     required = any(d is C.REQUIRED for d in defaults.values())
+    schema: Schema
     if name in C.ENUM_PARAMS:
         schema = {"enum": list(C.ENUM_PARAMS[name])}
     elif name in C.BOOL_PARAMS:
@@ -208,7 +212,7 @@ def _param(name: str) -> dict:
 
 
 def _input() -> dict:
-    props = {
+    props: dict[str, Schema] = {
         # N may be 0 (an empty batch); every other dim holds at least one value
         "shape": {"type": "array", "minItems": 2,
                   "prefixItems": [{"type": "integer", "minimum": 0}], "items": {"type": "integer", "minimum": 1}},
@@ -248,7 +252,7 @@ def _case_properties(params: dict) -> dict:
     all_outputs = []
     for op in C.OPS:
         all_outputs += [o for o in _outputs(op) if o not in all_outputs]
-    props = {
+    props: dict[str, Schema] = {
         "id": {"type": "string", "pattern": C.ID_RE.pattern},
         "description": {"type": "string"},
         "source": {"type": "string"},
@@ -345,7 +349,7 @@ def case_file_schema() -> dict:
 def known_schema() -> dict:
     """The JSON Schema of ``known_discrepancies.yaml``."""
     text = {"type": "string", "minLength": 1, "pattern": r"\S"}
-    props = {
+    props: dict[str, Schema] = {
         "adapter": dict(text), "case": dict(text), "reason": dict(text),
         "link": {"type": "string", "pattern": "^https://"},
         "cause": {"enum": list(K.CAUSES)},
