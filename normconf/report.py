@@ -47,7 +47,7 @@ class ArrayStore:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-        stored = {}
+        stored: dict[str, np.ndarray] = {}
         for k, v in arrays.items():
             v = np.asarray(v)
             if v.size > SAMPLE:  # the same elements for every adapter: flat indices 0, step, 2 step...
@@ -57,7 +57,8 @@ class ArrayStore:
             else:
                 stored[k] = np.asarray(v, dtype=np.float64)
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **stored)
+            # mypy matches the unpacked arrays against savez's allow_pickle: bool too; the keys are output names
+            np.savez(fh, **stored)  # type: ignore[arg-type]
         os.replace(tmp, path)
 
     def load(self, case_key: str, label: str) -> dict | None:
@@ -81,13 +82,13 @@ def pairwise(arrays: dict[str, dict]) -> dict:
     names = sorted({n for a in arrays.values() for n in a if not n.startswith(SAMPLED)})
     by_output = {}
     for name in names:
-        grid = [[None] * len(labels) for _ in labels]
+        grid: list[list[float | None]] = [[None] * len(labels) for _ in labels]
         for i, a in enumerate(labels):
             for j, b in enumerate(labels):
                 if name in arrays[a] and name in arrays[b] and arrays[a][name].shape == arrays[b][name].shape:
                     grid[i][j] = _max_abs(arrays[a][name], arrays[b][name])
         by_output[name] = grid
-    overall = [[None] * len(labels) for _ in labels]
+    overall: list[list[float | None]] = [[None] * len(labels) for _ in labels]
     for i in range(len(labels)):
         for j in range(len(labels)):
             vals = [by_output[n][i][j] for n in names if by_output[n][i][j] is not None]
@@ -118,7 +119,7 @@ def pair_explanations(matrix: dict, results: list[Result]) -> list[dict]:
     ran = [r for r in results if r.defaults is not None]
     for i, ra in enumerate(ran):
         for rb in ran[i + 1:]:
-            da, db = ra.defaults, rb.defaults
+            da, db = ra.defaults or {}, rb.defaults or {}  # both set (ran)
             differ = [k for k in sorted(set(da) | set(db)) if da.get(k) != db.get(k)]
             if differ:
                 detail = "; ".join(f"{k} {_val(da.get(k))} ({ra.adapter}) vs {_val(db.get(k))} ({rb.adapter})"
@@ -204,7 +205,8 @@ def environment(adapters: dict, command: list[str] | None = None) -> dict:
 
 
 def _cpu() -> dict:
-    model, flags = None, set()
+    model: str | None = None
+    flags: set[str] = set()
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
             for line in fh:
@@ -216,6 +218,7 @@ def _cpu() -> dict:
                     flags = set(value.split())
     except OSError:
         pass
+    usable: int | None
     try:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -230,21 +233,22 @@ def build(results: list[Result | dict], env: dict, store: ArrayStore | None, cas
 
     ``results``: :class:`~normconf.records.Result` records, or their JSON form (read with
     :meth:`~normconf.records.Result.from_json`, which names a key it does not know)."""
-    results = sorted((r if isinstance(r, Result) else Result.from_json(r) for r in results),
+    records = sorted((r if isinstance(r, Result) else Result.from_json(r) for r in results),
                      key=lambda r: (r.case, r.adapter))
     matrices = {}
     if store is not None:
         by_case: dict[str, list[str]] = {}
         results_of: dict[str, list[Result]] = {}
-        for r in results:
+        for r in records:
             by_case.setdefault(r.case, [])
             results_of.setdefault(r.case, []).append(r)
             if r.has_arrays:
                 by_case[r.case].append(r.adapter)
         for key, adapters in by_case.items():
-            arrays = {"oracle": store.load(key, "oracle")}
-            if arrays["oracle"] is None:
+            oracle = store.load(key, "oracle")
+            if oracle is None:
                 continue
+            arrays = {"oracle": oracle}
             for name in adapters:
                 got = store.load(key, f"adapter-{name}")
                 if got is not None:
@@ -253,7 +257,7 @@ def build(results: list[Result | dict], env: dict, store: ArrayStore | None, cas
             if "sampled" in matrices[key]:
                 _exact_oracle_row(matrices[key], results_of[key])
             matrices[key]["pairs"] = pair_explanations(matrices[key], results_of[key])
-    return {"schema_version": SCHEMA_VERSION, "environment": env, "results": [r.to_json() for r in results],
+    return {"schema_version": SCHEMA_VERSION, "environment": env, "results": [r.to_json() for r in records],
             "matrices": matrices, "cases": cases}
 
 
