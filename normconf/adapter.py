@@ -23,6 +23,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -175,7 +176,7 @@ class Adapter:
         return f"<adapter {self.name} ({self.framework} on {self.device})>"
 
 
-def _momentum(params: dict, k: int) -> float:
+def _momentum(params: Mapping, k: int) -> float:
     """The weight of the k-th training pass's batch statistic: the case's, or 1/k with null."""
     return 1.0 / k if params["momentum"] is None else params["momentum"]
 
@@ -312,7 +313,7 @@ def entry_point_adapters() -> list[Adapter]:
 def registry(specs=(), entry_points: bool = True) -> dict[str, Adapter]:
     """Every adapter by name: built-in, then other distributions' entry points (``entry_points``),
     then ``specs`` (MODULE:CLASS)."""
-    adapters = {}
+    adapters: dict[str, Adapter] = {}
     for adapter in builtin() + (entry_point_adapters() if entry_points else []) + [load_spec(s) for s in specs]:
         if adapter.name in adapters and type(adapters[adapter.name]) is not type(adapter):
             raise AdapterLoadError(f"two adapters are named {adapter.name!r}: "

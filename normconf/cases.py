@@ -297,12 +297,13 @@ class Case:
         return clone
 
 
-def outputs_of(op: str, params: dict) -> tuple[str, ...]:
+def outputs_of(op: str, params: Mapping) -> tuple[str, ...]:
     """The output names of a case of ``op`` with validated ``params`` (DESIGN.md, "Output names").
 
     >>> outputs_of("batch_norm", {"training": False, "grad": True, "weight": [1.0], "bias": None})
     ('y', 'grad_x', 'grad_weight')
     """
+    names: tuple[str, ...]
     if op == "batch_norm" and not params["training"]:
         names = ("y",)
     elif op == "instance_norm" and params.get("track_running_stats"):
@@ -601,7 +602,7 @@ def _validate(entry: dict, file: str, label: str, from_matrix: bool = False) -> 
                 raise err(f"expect.tolerance.{key}", value, "a finite number >= 0")
 
     return Case(file=file, id=cid, op=op, shape=tuple(shape), layout=layout, dtype=dtype, data=data,
-                generator=generator, params=params, expect_values=values, tolerance=tolerance,
+                generator=generator, params=Params(params), expect_values=values, tolerance=tolerance,
                 tags=tuple(tags), description=entry.get("description", ""), source=entry.get("source", ""),
                 raw=entry)
 
@@ -744,9 +745,10 @@ def _nested_shape(value: Any) -> list[int] | None:
     if not isinstance(value, list) or not value:
         return None
     shapes = [_nested_shape(v) for v in value]
-    if any(s is None for s in shapes) or any(s != shapes[0] for s in shapes):
+    first = shapes[0]
+    if first is None or any(s != first for s in shapes):  # a None among them differs from first
         return None
-    return [len(value)] + shapes[0]
+    return [len(value)] + first
 
 
 def _flat(value):

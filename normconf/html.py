@@ -79,6 +79,7 @@ def _templates() -> jinja2.Environment:
 @jinja2.pass_environment
 def _inline(env: jinja2.Environment, name: str) -> Markup:
     """A stylesheet or script of the templates folder, as it is (not a template): the page's own code."""
+    assert env.loader is not None  # _environment gives it the templates folder
     text = env.loader.get_source(env, name)[0]
     end = "</style" if name.endswith(".css") else "</script"
     if end in text.lower():  # it would end its element early and the rest would show as text
@@ -137,7 +138,9 @@ def _header(doc, results, adapters, case_keys) -> dict:
 def _cpus(env: dict) -> list[dict]:
     """The CPU of each run (``environment.cpu``: model and the ISA flags that change numerics), when
     the runs recorded it: verdicts near their tolerance depend on it."""
-    runs = env.get("runs") if isinstance(env.get("runs"), list) else [env]
+    runs = env.get("runs")
+    if not isinstance(runs, list):
+        runs = [env]
     lines = []
     for run in runs:
         cpu = run.get("cpu")
@@ -246,7 +249,9 @@ def _case_sections(case_keys, info, by_case) -> list[dict]:
 
 def _runs(env: dict) -> list[dict]:
     """Each run's environment: its own keys as text, and one row per adapter."""
-    runs = env.get("runs") if isinstance(env.get("runs"), list) else [dict(env, source=None)]
+    runs = env.get("runs")
+    if not isinstance(runs, list):
+        runs = [dict(env, source=None)]
     out = []
     for run in runs:
         rows = []
@@ -339,7 +344,8 @@ def _colour(level: float) -> tuple[int, int, int]:
     for (x0, c0), (x1, c1) in itertools.pairwise(STOPS):
         if level <= x1:
             t = (level - x0) / (x1 - x0)
-            return tuple(int(round(a + (b - a) * t)) for a, b in zip(c0, c1, strict=True))
+            r, g, b = (int(round(lo + (hi - lo) * t)) for lo, hi in zip(c0, c1, strict=True))
+            return r, g, b
     return STOPS[-1][1]
 
 

@@ -11,6 +11,8 @@ representable in the case's dtype, so all of them see the same numbers.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .cases import Case, CaseError
@@ -90,7 +92,7 @@ def draw(generator: dict, shape, seed_offset: int = 0) -> np.ndarray:
     return np.full(shape, float(generator["value"]))
 
 
-def generate(case: Case) -> dict[str, np.ndarray]:
+def generate(case: Case) -> dict[str, Any]:
     """All inputs of a case, keyed ``x`` (and ``x_steps`` where running statistics are kept),
     ``weight``, ``bias``, ``running_mean``, ``running_var``, ``grad_output`` (with ``grad: true``,
     shaped like y); all rounded to the case dtype like ``x``."""
@@ -100,9 +102,11 @@ def generate(case: Case) -> dict[str, np.ndarray]:
         steps = [np.asarray(case.data, dtype=np.float64).reshape(shape)]  # data: [] is an empty batch
     else:
         n_steps = case.params.get("steps", 1) if running else 1
-        steps = [_fits(case, "input.generator", draw(case.generator, shape, k), inplace=True) for k in range(n_steps)]
+        generator = case.generator
+        assert generator is not None  # a loaded case has input.data or input.generator
+        steps = [_fits(case, "input.generator", draw(generator, shape, k), inplace=True) for k in range(n_steps)]
     steps = [_fits(case, "input.data", x) if case.data is not None else x for x in steps]
-    out = {"x": steps[-1]}
+    out: dict[str, Any] = {"x": steps[-1]}  # arrays, and x_steps: the list of every step's x
     if running:
         out["x_steps"] = steps
     c = shape[1]

@@ -42,7 +42,9 @@ def merge(docs: list[dict], sources: list[str]) -> dict:
             raise ValueError(f"{source}: schema_version {doc.get('schema_version')!r}; "
                              f"this normconf reads version {SCHEMA_VERSION}")
 
-    runs, adapters, cases = [], {}, {}
+    runs: list[dict] = []
+    adapters: dict[str, dict] = {}
+    cases: dict[str, dict] = {}
     groups: dict[tuple[str, str], list[dict]] = {}
     for doc, source in zip(docs, sources, strict=True):
         env = doc.get("environment") or {}
@@ -93,8 +95,9 @@ def _input(summary) -> dict:
 
 
 def _signature(result: dict) -> str:
-    if result.get("status") in ("unsupported", "unavailable"):
-        return result.get("status")  # the same verdict, whatever each machine's wording
+    status = result.get("status")
+    if status in ("unsupported", "unavailable"):
+        return status  # the same verdict, whatever each machine's wording
     return json.dumps({k: v for k, v in result.items() if k not in VOLATILE}, sort_keys=True, default=str)
 
 
@@ -128,11 +131,11 @@ def _merge_matrices(docs: list[dict], sources: list[str]) -> dict:
                         value = grid[i][j] if grid and i < len(grid) and j < len(grid[i]) else None
                         if value is not None:
                             cells[a, b] = _worse(cells.get((a, b)), value)
-    def grid(cells, labels):
+    def matrix(cells, labels):
         return [[cells.get((a, b)) for b in labels] for a in labels]
 
-    return {case: {"labels": acc["labels"], "max_abs": grid(acc["cells"], acc["labels"]),
-                   "by_output": {name: grid(cells, acc["labels"]) for name, cells in sorted(acc["by"].items())},
+    return {case: {"labels": acc["labels"], "max_abs": matrix(acc["cells"], acc["labels"]),
+                   "by_output": {name: matrix(cells, acc["labels"]) for name, cells in sorted(acc["by"].items())},
                    "label_sources": acc["label_sources"], "pairs": acc["pairs"]}
             for case, acc in merged.items()}
 

@@ -73,7 +73,7 @@ def load(text: str):
 
 def check_unique_keys(loader: yaml.SafeLoader, node: yaml.MappingNode) -> None:
     """Raise :class:`DuplicateKeyError` if two keys of ``node`` (merge keys aside) are equal."""
-    seen = {}
+    seen: dict[Hashable, yaml.Mark] = {}  # where each key was first written
     for key_node, _ in node.value:
         if key_node.tag == _MERGE:
             continue
