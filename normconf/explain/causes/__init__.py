@@ -26,6 +26,7 @@ the table without NumPy, and a cause's module is imported when the explainer fir
 """
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass
 from types import ModuleType
@@ -78,6 +79,12 @@ def in_search_order() -> tuple[Cause, ...]:
     return tuple(sorted(REGISTRY, key=lambda c: c.search))
 
 
-def hooks(name: str) -> list[tuple[str, object]]:
+def hooks(name: str) -> tuple[tuple[str, object], ...]:
     """``(cause id, hook)`` of every cause that has hook ``name``, in search order."""
-    return [(c.id, h) for c in in_search_order() if (h := c.hook(name)) is not None]
+    return _hooks(REGISTRY, name)
+
+
+@functools.lru_cache(maxsize=64)
+def _hooks(registry: tuple[Cause, ...], name: str) -> tuple[tuple[str, object], ...]:
+    # an explanation asks a few dozen times; the table (the key) changes only in tests
+    return tuple((c.id, h) for c in sorted(registry, key=lambda c: c.search) if (h := c.hook(name)) is not None)
