@@ -37,10 +37,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from normconf import engine, oracle  # noqa: E402
-from normconf.cases import is_case_file, load_file  # noqa: E402
-from normconf.compare import ACCUMULATION, compare  # noqa: E402
-from normconf.inputs import round_to_dtype  # noqa: E402
+from normconf import engine, oracle
+from normconf.cases import is_case_file, load_file
+from normconf.compare import ACCUMULATION, compare
+from normconf.inputs import round_to_dtype
 
 ORDERS = ("pairwise", "sequential", "reversed", "lanes8", "lanes16", "threads2", "shuffled")
 KINDS = ("two_pass", "one_pass")
@@ -163,6 +163,11 @@ def spread(ratios: list[float]) -> float:
     return high / low if low > 0 else (1.0 if high == 0 else float("inf"))
 
 
+def quantile(values: list[float], q: float) -> float:
+    """The ``q`` quantile of sorted ``values`` (the nearest rank below), NaN when there are none."""
+    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+
 def report(rows: dict) -> None:
     """Per kind and dtype: how many cases, the largest ratio seen, the spread (max / min over the
     orders) as median / 95th percentile / max, and the cases whose verdict the order flips."""
@@ -179,9 +184,8 @@ def report(rows: dict) -> None:
             flips = [k for k, v in per.items() if min(v) <= 1 < max(v)]
             near = [k for k, v in per.items() if any(0.5 < x < 2 for x in v)]
             high = max(max(v) for v in per.values())
-            p = (lambda q: spreads[min(len(spreads) - 1, int(q * len(spreads)))]) if spreads else (lambda q: float("nan"))
-            print(f"{kind:<9} {dtype:<9} {len(sel):>5} {high:>10.3g} {p(0.5):>10.3g} {p(0.95):>7.3g} "
-                  f"{(spreads[-1] if spreads else float('nan')):>7.3g}  {len(flips):>5}  {len(near):>11}")
+            print(f"{kind:<9} {dtype:<9} {len(sel):>5} {high:>10.3g} {quantile(spreads, 0.5):>10.3g} "
+                  f"{quantile(spreads, 0.95):>7.3g} {quantile(spreads, 1.0):>7.3g}  {len(flips):>5}  {len(near):>11}")
             for k in flips[:8]:
                 print(f"    flips: {k}: " + ", ".join(f"{o} {x:.3g}" for o, x in zip(ORDERS, per[k])))
 
