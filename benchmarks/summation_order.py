@@ -116,7 +116,8 @@ def measure(case) -> dict | None:
     if case.op == "batch_norm" and not case.params.get("training"):
         return None
     ctx = engine.context(case)
-    if ctx.problem or ctx.inputs["x"].size == 0 or not all(np.isfinite(v).all() for v in ctx.inputs.values() if isinstance(v, np.ndarray)):
+    arrays = [v for v in ctx.inputs.values() if isinstance(v, np.ndarray)]
+    if ctx.problem or ctx.inputs["x"].size == 0 or not all(np.isfinite(v).all() for v in arrays):
         return None
     acc = np.dtype(ACCUMULATION[case.dtype]).type
     out = {}
@@ -187,7 +188,7 @@ def report(rows: dict) -> None:
             print(f"{kind:<9} {dtype:<9} {len(sel):>5} {high:>10.3g} {quantile(spreads, 0.5):>10.3g} "
                   f"{quantile(spreads, 0.95):>7.3g} {quantile(spreads, 1.0):>7.3g}  {len(flips):>5}  {len(near):>11}")
             for k in flips[:8]:
-                print(f"    flips: {k}: " + ", ".join(f"{o} {x:.3g}" for o, x in zip(ORDERS, per[k])))
+                print(f"    flips: {k}: " + ", ".join(f"{o} {x:.3g}" for o, x in zip(ORDERS, per[k], strict=True)))
 
 
 if __name__ == "__main__":
