@@ -363,7 +363,7 @@ def _check_result(result: Result, entry: dict, adapter: str) -> None:
     detail = result.explanation.detail if result.explanation else ""
     if detail.startswith("explaining failed"):  # explain() turns its own exceptions into this text
         raise HarnessError("the explanation (normconf.explain)", adapter, entry, detail=detail,
-                           where=detail.split(":", 2)[1].strip() + " in normconf/explain.py")
+                           where=detail.split(":", 2)[1].strip() + " in normconf/explain/")
     if result.status is Status.ERROR and (result.reason or "").startswith("case error"):
         raise HarnessError("the inputs of a valid case", adapter, entry, detail=result.reason,
                            where="a case error while drawing the inputs")
