@@ -20,6 +20,7 @@ import time
 import traceback
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import yaml
@@ -68,7 +69,8 @@ def case_entries(ops=OPS):
         positive = key in ("weight", "running_var")
         if literal_ok and all(shape) and draw(st.booleans()):
             return numbers(draw, shape, 1.0 if positive else 0.0, 0.5, specials, positive=key == "running_var")
-        gen = ({"dist": "uniform", "low": 0.5, "high": 2.0} if positive else {"dist": "normal", "mean": 0.0, "std": 1.0})
+        gen = ({"dist": "uniform", "low": 0.5, "high": 2.0} if positive
+               else {"dist": "normal", "mean": 0.0, "std": 1.0})
         return {"generator": dict(gen, seed=draw(st.integers(0, 2**16)))}
 
     @st.composite
@@ -77,7 +79,8 @@ def case_entries(ops=OPS):
         # layer_norm takes any rank from 2; the others [N, C] plus 0 to 3 spatial dims
         rank = draw(st.integers(3 if op == "instance_norm" else 2, 6 if op == "layer_norm" else 5))
         top = 6 if rank <= 4 else 3
-        shape = [draw(st.integers(1, 4)), draw(st.integers(1, 6))] + [draw(st.integers(1, top)) for _ in range(rank - 2)]
+        shape = ([draw(st.integers(1, 4)), draw(st.integers(1, 6))]
+                 + [draw(st.integers(1, top)) for _ in range(rank - 2)])
         if rare(draw, 12):
             shape[0] = 0  # an empty batch
         c, size = shape[1], int(np.prod(shape))
@@ -160,7 +163,8 @@ def case_entries(ops=OPS):
                                                        "seed": draw(st.integers(0, 2**16))}}
             elif how == "literal" and size and size <= LITERAL_ELEMENTS:
                 params["grad_output"] = numbers(draw, shape, 0.0, 1.0, False)
-            if values_per_slice(op, shape, dict(params, axes=axes, training=params.get("training", True))) == TWO_VALUE_SLICES:
+            slice_params = dict(params, axes=axes, training=params.get("training", True))
+            if values_per_slice(op, shape, slice_params) == TWO_VALUE_SLICES:
                 # n = 2: 1 and yhat span the slice, so grad_x = P h / std is 0 up to eps (1e-12 |h| / std)
                 # while its rounding error is u |h| / std: the gradient atol, scaled by max |grad_x|
                 # (compare.default_tolerance), assumes |P h| ~ sqrt((n - 2) / n) |h| and does not hold.
@@ -216,7 +220,10 @@ def layout_explanation(entry: dict, adapter, known=()) -> Explanation | None:
 
 
 class Finding(AssertionError):
-    pass
+    """What :func:`run` raises: every kind of finding, shrunk; the run's summary also raises it with
+    ``counts`` set (the tallies :func:`run` returns when nothing is found)."""
+
+    counts: dict[str, Any]
 
 
 def as_yaml(entry: dict, id: str = "fuzz_found") -> str:
@@ -248,9 +255,10 @@ def _origin(exc: BaseException) -> str:
     through: where a harness bug lives, stable under shrinking."""
     frames = traceback.extract_tb(exc.__traceback__)
     own = [f for f in frames if "/normconf/" in f.filename or "/adapters/" in f.filename]
-    f = (own or frames or [None])[-1]
-    if f is None:
+    chosen = own or frames
+    if not chosen:
         return "?"
+    f = chosen[-1]
     return f"{Path(f.filename).parent.name}/{Path(f.filename).name}:{f.name}"
 
 
@@ -295,12 +303,13 @@ def run_entry(entry: dict, adapters, known=(), on_harness=None, report: bool = T
         harness(err)
         return []
     case = cases[0]
-    results, summaries = [], {}
+    results: list[Result] = []
+    summaries: dict[str, dict] = {}  # case key -> its summary
     tmp = tempfile.TemporaryDirectory(prefix="normconf-fuzz-") if report else None
     try:
         from .report import ArrayStore
 
-        store = ArrayStore(tmp.name) if report else None
+        store = ArrayStore(tmp.name) if tmp is not None else None  # tmp is None exactly without report
         for adapter in adapters:
             try:
                 with _Stage("the engine (inputs, oracle, comparison, explanation)", entry, adapter.name):
@@ -365,7 +374,7 @@ def _check_result(result: Result, entry: dict, adapter: str) -> None:
         raise HarnessError("the explanation (normconf.explain)", adapter, entry, detail=detail,
                            where=detail.split(":", 2)[1].strip() + " in normconf/explain/")
     if result.status is Status.ERROR and (result.reason or "").startswith("case error"):
-        raise HarnessError("the inputs of a valid case", adapter, entry, detail=result.reason,
+        raise HarnessError("the inputs of a valid case", adapter, entry, detail=result.reason or "",
                            where="a case error while drawing the inputs")
 
 
@@ -421,7 +430,12 @@ def is_known(result: Result, causes: dict) -> bool:
 
 def findings(results: list[Result], causes: dict) -> list[Result]:
     """The results that are a finding: ``fail``, ``error`` or ``stale``, not a known discrepancy."""
-    return [r for r in results if r.status.is_failure and not is_known(r, causes) and not r.beyond_range]
+    out = []
+    for r in results:
+        assert r.status is not None  # results of run_entry are judged: engine.evaluate sets every status
+        if r.status.is_failure and not is_known(r, causes) and not r.beyond_range:
+            out.append(r)
+    return out
 
 
 def run(n: int, seed: int, adapters, known, report=print, shrink: int = 5, seconds: float | None = None,
@@ -443,8 +457,8 @@ def run(n: int, seed: int, adapters, known, report=print, shrink: int = 5, secon
     # statuses: results per status ("known" is a fail whose cause is a known discrepancy of that
     # adapter, "harness" an exception of normconf itself); adapters: the same per adapter; causes:
     # the known causes met, "adapter: cause" -> n
-    counts = {"cases": 0, "results": 0, "known": 0, "harness": 0, "statuses": {}, "adapters": {}, "causes": {},
-              "seconds": 0.0}
+    counts: dict[str, Any] = {"cases": 0, "results": 0, "known": 0, "harness": 0, "statuses": {}, "adapters": {},
+                              "causes": {}, "seconds": 0.0}
     started = time.perf_counter()
 
     def tally(adapter: str, status: str) -> None:
@@ -454,7 +468,7 @@ def run(n: int, seed: int, adapters, known, report=print, shrink: int = 5, secon
 
     causes = known_causes(known)
     found: dict[tuple, dict] = {}  # kind of finding -> where it first appeared, what it said
-    state = {"index": 0, "target": None}
+    state: dict[str, Any] = {"index": 0, "target": None}  # target: the kind being shrunk (None: first pass)
 
     @fix_seed(seed)
     @settings(max_examples=n, deadline=None, database=None, print_blob=False,

@@ -40,7 +40,8 @@ REQUIRED = ("adapter", "case", "cause", "reason", "link")
 TOP_KEYS = ("entries",)
 # What each key and cause means: editors show it on hover (normconf/schema.py puts it into the schema).
 DOCS = {
-    "entries": "Mismatches seen in the matrix, explained and linked; matched strictly (an entry whose outputs agree is stale).",
+    "entries": "Mismatches seen in the matrix, explained and linked; matched strictly "
+               "(an entry whose outputs agree is stale).",
     "adapter": "Adapter name, an fnmatch pattern (`*numpy*`).",
     "case": "<file stem>/<case id>, an fnmatch pattern (`batch_norm/half_offset_*`).",
     "outputs": "Outputs it excuses (default: every output); any other output that is off still fails.",
@@ -99,8 +100,8 @@ def load(path: str | Path) -> list[Known]:
             raise KnownError(f"{path}: key {key!r}: found {key!r}; allowed: top-level keys: {', '.join(TOP_KEYS)}")
     known = []
     for i, entry in enumerate(entries, start=1):
-        def bad(key, found, allowed):
-            return KnownError(f"{path}: entry #{i}: key {key!r}: found {found!r}; allowed: {allowed}")
+        def bad(key, found, allowed, number=i):  # number: this entry's, bound now (each call is in this pass)
+            return KnownError(f"{path}: entry #{number}: key {key!r}: found {found!r}; allowed: {allowed}")
         if not isinstance(entry, dict):
             raise bad("-", entry, "a mapping")
         for key in entry:

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -163,7 +163,9 @@ def _outputs(case: Case, inputs: dict, yhat, backward, shape_for) -> dict:
     return out
 
 
-def _normalized(x, axes, p: dict, variation: Variation | None = None):
+def _normalized(
+    x, axes, p: Mapping, variation: Variation | None = None
+) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray] | None]:
     """(yhat, backward) of normalizing ``x`` over ``axes`` with the case's eps and divisor; under a
     ``variation`` over its axes if it has some, and no backward (no gradients)."""
     eps, ddof = p["eps"], DDOF[p["variance"]]
@@ -340,7 +342,7 @@ def _slices(shape, axis: int):
 def sliced_inputs(inputs: dict, axis: int, part: slice, rank: int) -> dict:
     """The inputs of one slice: x-shaped arrays cut along ``axis``; per-channel ones too when the
     axis is the channel axis (batch norm). normalize's mean and std are per channel, sliced the same."""
-    out = {}
+    out: dict[str, object] = {}
     for key, value in inputs.items():
         if key == "x_steps":
             out[key] = [cut_along(v, axis, part) for v in value]
@@ -383,7 +385,12 @@ def condition(case: Case, inputs: dict) -> float:
     parts = _slices(x.shape, along) if along is not None and x.nbytes > SLICE_BYTES else [None]
     worst = 1.0
     for part in parts:
-        mean, var = mean_var(x if part is None else cut_along(x, along, part), ax, 0)
+        if part is None:
+            whole_or_part = x
+        else:
+            assert along is not None  # parts are slices only when there is a dim to cut along
+            whole_or_part = cut_along(x, along, part)
+        mean, var = mean_var(whole_or_part, ax, 0)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.abs(mean) / np.sqrt(var + eps)
         ratio = ratio[np.isfinite(ratio)]
