@@ -109,9 +109,9 @@ def _rank(e):
 
 # What "the whole schema" means here: each corner is drawn (and loads), whatever the Hypothesis version.
 CORNERS = {
-    **{f"op {op}": (lambda op: lambda e: e["op"] == op)(op) for op in OPS},
-    **{f"dtype {d}": (lambda d: lambda e: e["input"].get("dtype") == d)(d) for d in DTYPES},
-    **{f"layout {k}": (lambda k: lambda e: e["input"].get("layout") == k)(k) for k in LAYOUTS},
+    **{f"op {op}": (lambda e, want=op: e["op"] == want) for op in OPS},
+    **{f"dtype {d}": (lambda e, want=d: e["input"].get("dtype") == want) for d in DTYPES},
+    **{f"layout {k}": (lambda e, want=k: e["input"].get("layout") == want) for k in LAYOUTS},
     "dtype and layout left to their defaults": lambda e: "dtype" not in e["input"] and "layout" not in e["input"],
     "rank 2": lambda e: _rank(e) == 2 and e["op"] != "layer_norm",
     "rank 5": lambda e: _rank(e) == 5 and e["op"] in ("instance_norm", "batch_norm", "group_norm"),

@@ -6,7 +6,6 @@ cases themselves are in cases/large.yaml (README, "Speed and scale")."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import tracemalloc
 from pathlib import Path
 

@@ -203,7 +203,7 @@ def test_params_read_by_attribute_and_by_key():
     assert p.get("groups") is None and "groups" not in p and "eps" in p
     assert dict(p)["eps"] == 1e-3 and p == dict(p) and len(p) == len(dict(p))
     with pytest.raises(AttributeError, match="no parameter 'groups'.*it has: eps"):
-        p.groups
+        _ = p.groups
     with pytest.raises(KeyError):
         p["groups"]
 
