@@ -75,10 +75,10 @@ def implied(ex, case: Case, inputs: dict, todo: list, checks) -> list[Variant]:
     return []
 
 
-def _record(kind, n, var, mean, var_b, meanabs, maxsq, state, err, dm, sum_over) -> dict:
+def _record(kind, n, var, mean, var_b, meanabs, maxsq, state, err, dm, sum_over, dm_noise=None) -> dict:
     return {"kind": kind, "n": n, "var": float(var), "absmean": abs(float(mean)), "meansq": float(mean) ** 2,
             "ex2": float(mean ** 2 + var_b), "meanabs": float(meanabs), "maxsq": float(maxsq), "state": state,
-            "err": err, "dm": dm, "sum_over": bool(sum_over)}
+            "err": err, "dm": dm, "sum_over": bool(sum_over), "dm_noise": dm_noise}
 
 
 def y_records(ex, case: Case, inputs: dict, reproduced: dict):
@@ -87,7 +87,7 @@ def y_records(ex, case: Case, inputs: dict, reproduced: dict):
     fit = _slice_fit(ex, case, inputs)
     if fit is None:
         return None
-    reproduced["y"], (xs, ax, mean, dev, var, var_b, k, var_impl, dm, nan_slice, zero) = fit
+    reproduced["y"], (xs, ax, mean, dev, var, var_b, k, var_impl, dm, nan_slice, zero, dm_noise) = fit
     n = int(np.prod([xs.shape[a] for a in ax]))
     forward = geometry(case, ex.x)[0]
     expected_nan = ~np.isfinite(forward(np.asarray(ex.expected["y"], dtype=np.float64))).all(axis=ax, keepdims=True)
@@ -105,7 +105,8 @@ def y_records(ex, case: Case, inputs: dict, reproduced: dict):
         state = "nan" if nan_slice[idx] else "inf_var" if zero[idx] or not math.isfinite(err) else "finite"
         recs.append(_record("var", n, var[idx], mean[idx], var_b[idx], meanabs[idx], maxsq[idx], state,
                             err if state == "finite" else 0.0, abs(float(dm[idx])) if state == "finite" else None,
-                            sum_abs[idx] > dtmax or sum_sq[idx] > dtmax or maxsq[idx] > dtmax))
+                            sum_abs[idx] > dtmax or sum_sq[idx] > dtmax or maxsq[idx] > dtmax,
+                            float(dm_noise[idx]) if state == "finite" else None))
     return recs
 
 
@@ -128,6 +129,9 @@ def _slice_fit(ex, case: Case, inputs: dict):
         zero = (np.abs(zz).max(axis=ax, keepdims=True) == 0) & ~nan_slice & (var > 0)
         var_impl = np.where(k > 0, 1.0 / (k * k) - p["eps"], np.inf)
         dm = np.where(k > 0, -zbar / k, np.nan)
+        # the intercept's own noise in units of x: the output's rounding (u of the case dtype per
+        # element, at most u max|y| on a slice's mean), twice for safety, over the slope
+        dm_noise = np.where(k > 0, 2 * UNIT[case.dtype] * np.abs(zz).max(axis=ax, keepdims=True) / k, np.inf)
     # The model must reproduce y within tolerance plus the output's own rounding: an output far
     # larger than the oracle's (a variance that cancelled) carries 4 u_dtype max|y| of rounding per
     # slice, and that noise also moves the fitted intercept.
@@ -142,7 +146,7 @@ def _slice_fit(ex, case: Case, inputs: dict):
         ratio = float(np.max(diff / np.maximum(allowed, 1e-300))) if diff.size else 0.0
     if not ratio <= 1:
         return None
-    return ratio, (xs, ax, mean, dev, var, var_b, k, var_impl, dm, nan_slice, zero)
+    return ratio, (xs, ax, mean, dev, var, var_b, k, var_impl, dm, nan_slice, zero, dm_noise)
 
 
 def channel_records(ex, case: Case, inputs: dict, name: str):

@@ -9,6 +9,20 @@ from .. import oracle
 from . import bounds, causes, diagnostic
 from .variant import Variant, clean, pair, ratio, tol
 
+# A reproducing variant ties with the best one when it leaves at most TIE_FACTOR times its share of
+# the deviation unexplained, or both leave under TIE_FLOOR of it (each explains 99% of the
+# deviation: the data cannot tell them apart, even if rounding favours one).
+TIE_FACTOR, TIE_FLOOR = 4.0, 0.01
+
+
+def simplicity(v: Variant) -> tuple:
+    """Simplest first: one change before two, none fitted to the output before a fitted value (an
+    eps read off y), then the causes' places in the search (causes.REGISTRY). On a tie the
+    explanation's cause is the simplest member."""
+    names = v.causes or (v.cause,)
+    fitted = v.tier == 1 or "fitted" in v.params
+    return (len(names), fitted, sum(causes.BY_ID[c].search if c in causes.BY_ID else len(causes.IDS) for c in names))
+
 
 class Explainer:
     """One explanation: ``case`` and ``inputs``, the oracle's ``expected`` outputs and the ``actual``
@@ -20,6 +34,7 @@ class Explainer:
         self.names, self.bad = names, bad
         self.x = np.asarray(inputs["x"], dtype=np.float64)
         self.evaluated: list[Variant] = []
+        self.notes: list[str] = []  # what an unexplained result should also say (a fit not named)
 
     # ---- evaluation
     def evaluate(self, v: Variant) -> Variant:
@@ -106,7 +121,11 @@ class Explainer:
         """Stage 2: every two discrete changes, and each discrete change with the computed variants
         that came closest alone (a second change rarely rescues a variant that was far off; this
         keeps a pair search to a few dozen evaluations) and with a fitted value."""
-        closest = sorted(computed, key=lambda v: v.score)[:6]
+        # variants that reorder the data (a layout misread, another mode, other groups) are never
+        # close by score and compete among themselves, so that they push no numeric variant out
+        numeric = [v for v in computed if not v.extra.get("reorders")]
+        reorders = [v for v in computed if v.extra.get("reorders")]
+        closest = sorted(numeric, key=lambda v: v.score)[:6] + sorted(reorders, key=lambda v: v.score)[:2]
         for a in discrete:
             for b in discrete + closest:
                 if a is not b and (b in closest or discrete.index(b) > discrete.index(a)):
@@ -124,6 +143,24 @@ class Explainer:
         ok = [v for v in self.evaluated if v.ok and v.tier in tiers
               and (odd is None or bool(v.extra.get("odd_eps")) == odd)]
         return min(ok, key=lambda v: (v.extra.get("fit", math.inf), v.score, not v.extra.get("underflow"))) if ok else None
+
+    def tied(self, hit: Variant) -> list[Variant]:
+        """Variants of other causes that reproduce the outputs about as closely as ``hit`` (see
+        TIE_FACTOR), one per set of causes, simplest first. Stages 3 and 4 are reached only when
+        nothing else reproduces, and an eps that is no common value can mimic any per-slice factor:
+        neither ties."""
+        if hit.tier >= 3:
+            return []
+        size, named = len(hit.causes) or 1, frozenset(hit.causes or (hit.cause,))
+        limit = TIE_FACTOR * hit.extra.get("fit", math.inf) + TIE_FLOOR
+        out, seen = [], {named}
+        for v in sorted(self.evaluated, key=simplicity):
+            names = frozenset(v.causes or (v.cause,))
+            if (v.ok and v.tier < 3 and (len(v.causes) or 1) == size and not v.extra.get("odd_eps")
+                    and names not in seen and v.extra.get("fit", math.inf) <= limit):
+                seen.add(names)
+                out.append(v)
+        return out
 
     def bound_based(self) -> Variant | None:
         """Stage 3, alone or after one discrete change that accounts for the other failing outputs."""
@@ -161,17 +198,26 @@ class Explainer:
 
     # ---- the answer
     def report(self, hit: Variant | None) -> dict:
-        candidates = self.candidates(hit)
         if hit is not None:
-            out = {"cause": hit.cause, "detail": hit.detail(self), "params": clean(hit.params),
+            # A tie is reported, never resolved silently: the simplest member is the cause, the
+            # others' causes are ``also`` and named in the detail, and their evidence leads the
+            # candidates.
+            group = sorted([hit, *self.tied(hit)], key=simplicity)
+            hit = group[0]
+            detail = hit.detail(self) + "".join(
+                f"; tie: {' + '.join(v.causes or (v.cause,))} reproduce{'' if v.causes else 's'} it as well"
+                for v in group[1:])
+            candidates = self.candidates(hit, first=group[1:])
+            out = {"cause": hit.cause, "detail": detail, "params": clean(hit.params),
                    "outputs": list(self.bad), "residual": clean(hit.residual), "candidates": candidates}
             if hit.causes:
                 out["causes"] = list(hit.causes)
-            also = sorted({v.cause for v in self.evaluated if v.ok and v is not hit and not v.causes
-                           and v.cause != hit.cause})
-            if also:  # other single causes that reproduce the outputs too: the data cannot tell them apart
+            named = set(hit.causes or (hit.cause,))
+            also = [c for c in dict.fromkeys(c for v in group[1:] for c in (v.causes or (v.cause,))) if c not in named]
+            if also:
                 out["also"] = also
             return out
+        candidates = self.candidates(hit)
         # Nothing reproduces every output: the variant that reproduces the most failing ones, if any.
         partial = [v for v in self.evaluated if any(v.residual.get(n, math.inf) <= 1 for n in self.bad)
                    and all(v.residual.get(n, math.inf) <= 1 for n in self.names if n not in self.bad)]
@@ -182,10 +228,12 @@ class Explainer:
         return {"cause": "unexplained", "detail": diagnostic.unexplained_text(self, stats), "params": {},
                 "outputs": list(self.bad), "residual": {}, "candidates": candidates, "stats": stats}
 
-    def candidates(self, hit: Variant | None) -> list[dict]:
-        """The five closest other variants, reproducing ones first."""
-        ranked = sorted(self.evaluated, key=lambda v: (not v.ok, v.tier if v.ok else 0, v.score))
-        out = []
+    def candidates(self, hit: Variant | None, first: tuple[Variant, ...] | list[Variant] = ()) -> list[dict]:
+        """The five closest other variants: ``first`` (those tied with ``hit``), then the
+        reproducing ones, then the rest."""
+        ranked = [*first, *sorted((v for v in self.evaluated if not any(v is f for f in first)),
+                                  key=lambda v: (not v.ok, v.tier if v.ok else 0, v.score))]
+        out: list[dict] = []
         for v in ranked:
             if len(out) == 5:
                 break

@@ -73,4 +73,4 @@ def unexplained_text(ex, found: dict) -> str:
         if s["nan_actual"] != s["nan_expected"]:
             bits.append(f"NaN {s['nan_actual']} vs {s['nan_expected']} expected")
         parts.append(f"{n}: " + ", ".join(bits))
-    return "no single change of convention reproduces it; " + "; ".join(parts)
+    return "no single change of convention reproduces it; " + "; ".join(parts + ex.notes)

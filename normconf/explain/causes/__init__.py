@@ -67,6 +67,12 @@ REGISTRY = (
     Cause("running_variance_estimator", "the other divisor in the running variance", ("running_var", "y"), search=2),
     Cause("per_image_std", "mean of per-image stds instead of the pooled std", ("std", "mean"), search=4),
     Cause("affine_default", "a scale or shift the case did not ask for (or a missing one)", ("y",), search=5),
+    Cause("training_mode", "batch statistics where running ones were asked for (a forgotten eval()), or the reverse",
+          ("y", "running_mean", "running_var"), search=10),
+    Cause("group_assignment", "group norm with channel c in group c % G (interleaved) instead of c // (C/G)",
+          ("y",), search=11),
+    Cause("layout_misread", "a channels_last buffer read as channels_first or the reverse (input, output or both)",
+          ("y", "running_mean", "running_var", "mean", "std"), search=12),
 )
 
 #: The cause ids, in the table's order (the order of docs/causes.md and of the schema's enum).

@@ -73,10 +73,12 @@ def _per_slice(ex, case: Case, inputs: dict):
     """(eps, variance, slope k) per slice, flat: the eps each slice's fit y ~ k (x - mean) implies."""
     z = unaffine(case, inputs, ex.actual["y"])
     p, x = case.params, ex.x
-    if case.op == "batch_norm" and not p["training"]:
+    if case.op == "batch_norm" and (not p["training"] or p["eval_after"]):
+        # y normalized with running statistics: the given ones, or (eval_after) those after training
+        stats = oracle.running_stats(case, inputs, op_axes(case, x.ndim)) if p["training"] else inputs
         chan = lambda v: np.asarray(v, dtype=np.float64).reshape((1, -1) + (1,) * (x.ndim - 2))
-        dev = x - chan(inputs["running_mean"])
-        var = chan(inputs["running_var"])
+        dev = x - chan(stats["running_mean"])
+        var = chan(stats["running_var"])
         ax = op_axes(case, x.ndim)
     else:
         forward, ax, _ = geometry(case, x)

@@ -41,7 +41,8 @@ def text(ex, v: Variant) -> str:
 
 
 def implied(recs: list, dt: str, u_acc: float) -> dict | None:
-    """Stage 3: no mean output is off (the formula only touches the variance); every slice's
+    """Stage 3: no mean output is off (the formula only touches the variance) and no slice of y is
+    shifted beyond a sum's rounding of its mean (n + 2) u mean|x| plus the output's; every slice's
     variance error is within c u E[x^2]; some slice's error is beyond what a two-pass computation
     with the observed mean shift can give, c u_acc var + 2 dm^2; NaN only where the difference can
     go negative (var <= c u E[x^2]) or inf - inf (x^2 and E[x]^2 overflow); y = 0 (an infinite
@@ -72,6 +73,10 @@ def _check(recs, cd: str, u_acc: float) -> dict | None:
             excess = True
         else:
             if r["err"] > bound:
+                return None
+            # E[x^2] - E[x]^2 leaves the mean as a sum computes it: a slice of y shifted beyond a
+            # sum's rounding (and the output's own) is another bug, a bias subtracted say
+            if r["dm"] is not None and r["dm"] > (r["n"] + 2) * u * r["meanabs"] + (r.get("dm_noise") or 0.0):
                 return None
             dm2 = r["dm"] ** 2 if r["dm"] is not None else (c * u_acc * r["absmean"]) ** 2
             if r["err"] > c * u_acc * r["var"] + 2 * dm2:

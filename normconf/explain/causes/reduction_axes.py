@@ -76,9 +76,10 @@ def swapped(d: int):
     case's own affine applied on the real channels."""
     def fn(case, inputs):
         bare = case.with_params(**{k: None for k in ("weight", "bias") if k in case.params})
-        swap = {k: (np.swapaxes(v, 1, d) if k == "x" else [np.swapaxes(s, 1, d) for s in v] if k == "x_steps" else v)
+        swap = {k: (np.swapaxes(v, 1, d) if k in ("x", "grad_output") else [np.swapaxes(s, 1, d) for s in v]
+                    if k == "x_steps" else v)
                 for k, v in inputs.items() if k not in ("weight", "bias")}
-        out = oracle.reference(bare, swap)
+        out = oracle.reference(bare.with_params(grad=False), swap)  # forward outputs, as the other variations
         if case.op == "channel_stats":
             return out
         return dict(out, y=affine(case, inputs, np.swapaxes(out["y"], 1, d)))
