@@ -839,3 +839,15 @@ def test_a_project_that_does_not_use_it_is_left_alone(pytester, monkeypatch):
     used = pytester.runpytest_subprocess(*QUIET, "--adapters", "numpy")
     assert used.ret == pytest.ExitCode.USAGE_ERROR
     assert "no_such_module_anywhere" in used.stderr.str()
+
+
+def test_large_cases_count_as_not_run_only_with_large(fast):
+    """Without --large a large case is skipped whatever the adapter: a pair without an API does not
+    list it (it would have had no record either)."""
+    write(fast, "cases/big.yaml", "cases: [{id: big, op: layer_norm, input: {shape: [2, 3]}, tags: [large]}]\n")
+    reprec, outcomes = inner(fast)
+    assert outcomes == {"cases/big.yaml::big/big[numpy]": ("skipped", "a large case (tag `large`): run it with --large")}
+    assert not (fast.path / "reports" / "conformance.json").exists()  # nothing ran
+    reprec, outcomes = inner(fast, "--large")
+    assert outcomes == {"cases/big.yaml::big/big[numpy]": ("passed", "")}
+    assert [(e["adapter"], e["op"], e["cases"]) for e in report(fast)["not_run"]] == [("recipe-000-numpy", "layer_norm", 1)]
