@@ -2,19 +2,30 @@
 
 Each fault is a deliberately wrong implementation of one convention (or two), written like the
 code it imitates: NumPy in the case's dtype with the n-1 divisor, another eps, eps on the std,
-E[x^2]-E[x]^2, float16 sums, a layout misread, ... It runs over the shipped cases of the ops it
-applies to. For each (fault, case):
+E[x^2]-E[x]^2, float16 sums, the channel axis read as another dim, ... It runs over the shipped
+cases of the ops it applies to. For each (fault, case):
 
 - an *opportunity* is a case where the fault moves some output beyond tolerance (a fault that
   stays within tolerance there, e.g. one-pass variance on data with |mean| ~ std, is counted as
   "within tol" and is no opportunity);
 - *detected*: ``explain`` returns an explanation (it must, on every opportunity);
-- *correct*: its cause is the planted one (for a pair: either of the two).
+- *correct*: its cause is the planted one (for a pair: either of the two), as ``cause``, one of a
+  pair's ``causes`` or one of ``also`` (the causes it ties with: they reproduce the outputs as well);
+  for a bug whose class has no cause id (an empty tuple of causes), ``unexplained`` is correct;
+- *misnamed*: a confident wrong answer: a cause that is not the planted one (and no tie with it),
+  or any cause for a bug without a cause id. Worse than ``unexplained``, which only fails to help.
 
-Correct implementations (the oracle rounded to the case dtype, and the NumPy adapter wherever it
-passes) must produce no explanation at all: false alarms.
+tests/planted.py adds bugs of whole classes, written like the code that has them: a kernel reading
+(or writing) a buffer in the other memory layout, a batch norm module in the wrong mode, group norm
+with interleaved groups, ``Normalize`` multiplying by std, a bias subtracted, float16 accumulators.
 
-``pytest -s tests/test_explain.py`` prints the table.
+Correct implementations (the oracle rounded to the case dtype, the NumPy adapter wherever it passes,
+and the torch port tests/planted.py builds its bugs on) must produce no explanation at all: false
+alarms.
+
+``pytest -s tests/test_explain.py`` prints the table. While developing, ``NORMCONF_PLANTED_EVERY=k``
+runs every k-th case only and ``NORMCONF_PLANTED_FAULTS=word,word`` the faults whose name contains
+one of the words (the floors still apply; a fault without an opportunity in the subset is no error).
 """
 from __future__ import annotations
 
@@ -39,14 +50,15 @@ CASES = [c for c in load_paths([ROOT / "cases"])[0]
          if c.data is None and np.prod(c.shape) <= 20000 and "bad_input" not in c.tags]
 STAT_OPS = ("instance_norm", "layer_norm", "group_norm", "batch_norm")
 OTHER = {"biased": "unbiased", "unbiased": "biased"}
-# Correct-cause rates the planted faults must reach. Measured (the table): 975/980 = 99.5% on single
-# causes, 652/653 = 99.8% on pairs. The misses are cases the data cannot decide: an all-NaN y from
-# float16 sums is also what E[x^2]-E[x]^2 gives when x^2 overflows float16 (3 of the 7 "float16
-# sums" opportunities, reported with the other cause under "also"), and a float16 fault barely past
-# tolerance that an eps of 0.01 fits as well as the n-1 divisor. The floors sit a few points under
-# the measurement so that a regression fails while new case files with more such ties do not; the
-# per-fault floor is low for the one fault with 7 opportunities, 3 of them ties.
-SINGLE_FLOOR, PAIR_FLOOR, PER_FAULT_FLOOR = 0.97, 0.97, 0.5
+# Correct-cause rates the planted faults must reach. Measured (the table): 3685/3685 single and
+# 1401/1401 paired faults with a cause id named right, 14 of them in a tie (the data cannot decide:
+# an all-NaN y from float16 sums is also what E[x^2]-E[x]^2 gives when x^2 overflows float16; a
+# float16 fault barely past tolerance that an eps of 0.01 fits as well as the n-1 divisor; a layout
+# misread of a group norm that keeps the groups' values, as the channel axis read as dim 2 does),
+# none misnamed, and 156/156 bugs without a cause id left unexplained. The floors sit a few points
+# under the measurement so that a regression fails while new case files with more ties do not; a
+# wrong cause is never allowed (MISNAMED_CEILING below).
+SINGLE_FLOOR, PAIR_FLOOR, PER_FAULT_FLOOR = 0.97, 0.97, 0.9
 # float16 faults overflow on purpose; NumPy warns about it
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
@@ -115,9 +127,10 @@ def hand_written(case, inputs, *, form="var", one_pass=False, half_sums=False, r
 
     def norm(v, axes, ddof):
         mean, var = moments(v, axes, ddof)
+        ed = np.float32 if half_sums else cd  # float16 sums, eps added in float32: the sums alone are off
         with np.errstate(all="ignore"):
-            dev = v.astype(cd) - mean
-            return dev / np.sqrt(var + cd(p["eps"])) if form == "var" else dev / (np.sqrt(var) + cd(p["eps"]))
+            dev, var = v.astype(cd) - mean, var.astype(ed)
+            return dev / np.sqrt(var + ed(p["eps"])) if form == "var" else dev / (np.sqrt(var) + ed(p["eps"]))
 
     x = np.asarray(inputs["x"])
     r = x.ndim
@@ -153,7 +166,12 @@ def hand_written(case, inputs, *, form="var", one_pass=False, half_sums=False, r
             _, var_r = moments(np.asarray(xk), ax, oracle.DDOF[p["running_variance"]])
             rm = (1 - m) * rm + m * mean.reshape(-1)
             rv = (1 - m) * rv + m * var_r.reshape(-1)
-        y = norm(x, ax, ddof)
+        if p["eval_after"]:  # the eval pass normalizes with the running statistics just written
+            with np.errstate(all="ignore"):
+                dev, var = x.astype(cd) - chan(rm), chan(rv)
+                y = dev / np.sqrt(var + cd(p["eps"])) if form == "var" else dev / (np.sqrt(var) + cd(p["eps"]))
+        else:
+            y = norm(x, ax, ddof)
         out["running_mean"], out["running_var"] = rm, rv
     if case.op == "layer_norm":
         shape_for = lambda v: np.asarray(v, cd).reshape([x.shape[d] if d in p["axes"] else 1 for d in range(r)])  # noqa: E731
@@ -167,9 +185,11 @@ def hand_written(case, inputs, *, form="var", one_pass=False, half_sums=False, r
     return _round({k: np.asarray(v, dtype=np.float64) for k, v in out.items()}, dt)
 
 
-def layout_misread(case, inputs):
-    """channels_last memory handed to code that assumes channels_first: the op normalizes the
-    [N, H, W, C] array as if H were the channels (the case's affine still on the real channels)."""
+def channel_axis_as_dim2(case, inputs):
+    """Statistics taken with dim 2 for the channels: the op normalizes the transposed [N, H, W, C]
+    array as if H were the channels (the case's affine still on the real channels). A clean change
+    of the reduction axes; a kernel that misreads a buffer's layout scrambles the data instead
+    (tests/planted.py's layout faults)."""
     x = to_layout(inputs["x"], "channels_last")
     bare = case.with_params(weight=None, bias=None, grad=False, track_running_stats=False)  # y alone
     y = oracle.reference(bare, {"x": x})["y"]  # layer_norm: its axes, positions, now name other dims
@@ -215,7 +235,7 @@ FAULTS = [
     ("mean rounded to dtype", ("low_precision_accumulation",),
      lambda c: c.dtype in ("float16", "bfloat16") and c.op in STAT_OPS and not (c.op == "batch_norm" and not c.params["training"]),
      lambda c, i: hand_written(c, i, rounded_mean=True)),
-    ("channels_last misread", ("reduction_axes",), _misread_ok, layout_misread),
+    ("channel axis as dim 2", ("reduction_axes",), _misread_ok, channel_axis_as_dim2),
     ("momentum flipped", ("momentum_convention",), lambda c: _training(c) and c.params["momentum"] is not None,
      lambda c, i: with_params(c, i, momentum=1 - c.params["momentum"])),
     ("running var flipped", ("running_variance_estimator",), _training,
@@ -243,14 +263,43 @@ FAULTS = [
 ]
 
 
+# Bugs of whole classes, written like the code that has them (tests/ is on sys.path: pytest imports
+# the test modules of a folder without __init__.py from there)
+import planted  # noqa: E402
+
+FAULTS += planted.FAULTS
+# the rate of confident wrong answers allowed, over the bugs whose class has a cause id and over
+# those without one
+MISNAMED_CEILING = 0.0
+
+
+def _subset():
+    """(cases, faults, whether that is a subset) as the NORMCONF_PLANTED_* variables ask."""
+    import os
+
+    every = int(os.environ.get("NORMCONF_PLANTED_EVERY") or 1)
+    words = [w.strip() for w in (os.environ.get("NORMCONF_PLANTED_FAULTS") or "").split(",") if w.strip()]
+    faults = [f for f in FAULTS if not words or any(w in f[0] for w in words)]
+    return CASES[::every], faults, every > 1 or bool(words)
+
+
 # ----------------------------------------------------------------------------- the run
+
+def _named(found) -> set:
+    """The causes an explanation stands for: its cause, a pair's causes, and ``also``, the causes it
+    ties with (they reproduce the outputs as well: the data cannot tell them apart)."""
+    if found["cause"] == "unexplained":
+        return set()
+    return {found["cause"], *found.get("causes", ()), *found.get("also", ())}
+
 
 def _run_faults():
     rows, misses, times = [], [], []
-    for name, causes, applies, fault in FAULTS:
+    cases, faults, _ = _subset()
+    for name, causes, applies, fault in faults:
         row = {"fault": name, "causes": causes, "cases": 0, "within": 0, "opportunities": 0, "detected": 0,
-               "correct": 0, "tied": 0}
-        for case in CASES:
+               "correct": 0, "misnamed": 0, "ties": 0, "in_tie": 0}
+        for case in cases:
             if not applies(case):
                 continue
             ctx = context(case)
@@ -264,21 +313,23 @@ def _run_faults():
                 continue
             row["opportunities"] += 1
             row["detected"] += 1
-            got = {found["cause"], *found.get("causes", ())}
-            if got & set(causes):
+            row["ties"] += bool(found.get("also"))
+            got = _named(found)
+            if (got & set(causes)) if causes else not got:
                 row["correct"] += 1
-            else:
-                row["tied"] += bool(set(found.get("also", ())) & set(causes))
-                misses.append(f"{name} on {case.key}: {found['cause']} ({found['detail'][:160]})")
+                row["in_tie"] += bool(causes) and not ({found["cause"], *found.get("causes", ())} & set(causes))
+                continue
+            row["misnamed"] += bool(got)
+            misses.append(f"{name} on {case.key}: {found['cause']} ({found['detail'][:160]})")
         rows.append(row)
     return rows, misses, times
 
 
 def _false_alarms():
     alarms, checked = [], 0
-    for case in CASES:
+    for case in _subset()[0]:
         ctx = context(case)
-        impls = {"oracle rounded": _round(ctx.expected, case.dtype)}
+        impls = {"oracle rounded": _round(ctx.expected, case.dtype), "torch port": planted.correct(case, ctx.inputs)}
         if case.dtype != "bfloat16" and evaluate(case, NumpyAdapter())["status"] == "pass":
             impls["numpy"] = NumpyAdapter().run(case, ctx.inputs)
         for label, actual in impls.items():
@@ -290,18 +341,25 @@ def _false_alarms():
 
 
 def _table(rows, alarms, checked, times) -> str:
-    lines = [f"{'fault':<24} {'cause(s)':<52} {'cases':>5} {'within':>6} {'opport.':>7} {'detect':>6} "
-             f"{'correct':>7} {'rate':>6} {'tied':>4}",
-             "(within: the fault stays within tolerance there, no opportunity; tied: wrong cause, but the "
-             "planted one reproduces too and is listed under 'also')"]
+    lines = [f"{'fault':<27} {'cause(s)':<45} {'cases':>5} {'within':>6} {'opport.':>7} {'detect':>6} "
+             f"{'correct':>7} {'rate':>6} {'misnamed':>8} {'ties':>4} {'in tie':>6}",
+             "(within: the fault stays within tolerance there, no opportunity; correct: the planted cause named "
+             "(as cause, in a pair or in a tie), or unexplained for a bug without a cause id (-); misnamed: a "
+             "wrong cause named; ties: explanations that name a tie, the other causes under 'also'; in tie: of "
+             "the correct, those where the planted cause is only under 'also')"]
     for r in rows:
         rate = r["correct"] / r["opportunities"] if r["opportunities"] else float("nan")
-        lines.append(f"{r['fault']:<24} {'+'.join(r['causes']):<52} {r['cases']:>5} {r['within']:>6} "
-                     f"{r['opportunities']:>7} {r['detected']:>6} {r['correct']:>7} {rate:>6.1%} {r['tied']:>4}")
+        lines.append(f"{r['fault']:<27} {'+'.join(r['causes']) or '-':<45} {r['cases']:>5} {r['within']:>6} "
+                     f"{r['opportunities']:>7} {r['detected']:>6} {r['correct']:>7} {rate:>6.1%} {r['misnamed']:>8} "
+                     f"{r['ties']:>4} {r['in_tie']:>6}")
     for label, sel in (("single causes", [r for r in rows if len(r["causes"]) == 1]),
-                       ("pairs", [r for r in rows if len(r["causes"]) == 2])):
+                       ("pairs", [r for r in rows if len(r["causes"]) == 2]),
+                       ("all with a cause id", [r for r in rows if r["causes"]]),
+                       ("no cause id (unexplained is right)", [r for r in rows if not r["causes"]])):
         opp, ok = sum(r["opportunities"] for r in sel), sum(r["correct"] for r in sel)
-        lines.append(f"{label}: {ok}/{opp} correct cause = {ok / max(opp, 1):.1%}")
+        wrong, tied = sum(r["misnamed"] for r in sel), sum(r["in_tie"] for r in sel)
+        lines.append(f"{label}: {ok}/{opp} correct cause = {ok / max(opp, 1):.1%} ({tied} in a tie), "
+                     f"misnamed {wrong}/{opp} = {wrong / max(opp, 1):.1%}")
     t = np.array(times) * 1000
     lines.append(f"false alarms: {len(alarms)} of {checked} correct runs")
     lines.append(f"explain(): {t.size} calls, median {np.median(t):.1f} ms, p90 {np.quantile(t, 0.9):.1f} ms, "
@@ -310,7 +368,7 @@ def _table(rows, alarms, checked, times) -> str:
 
 
 @pytest.fixture(scope="module")
-def planted():
+def planted_table():
     rows, misses, times = _run_faults()
     alarms, checked = _false_alarms()
     table = _table(rows, alarms, checked, times)
@@ -320,21 +378,34 @@ def planted():
     return rows, misses, alarms, table
 
 
-def test_planted_faults_are_detected_and_explained(planted):
-    rows, misses, alarms, table = planted
+def test_planted_faults_are_detected_and_explained(planted_table):
+    rows, misses, alarms, table = planted_table
     message = table + ("\nwrong causes:\n  " + "\n  ".join(misses[:30]) if misses else "")
+    subset = _subset()[2]
     for r in rows:
         assert r["detected"] == r["opportunities"], message
-        assert r["opportunities"] > 0, f"{r['fault']}: no case moves beyond tolerance\n{message}"
-        assert r["correct"] / r["opportunities"] >= PER_FAULT_FLOOR, message
+        assert r["opportunities"] > 0 or subset, f"{r['fault']}: no case moves beyond tolerance\n{message}"
+        assert r["correct"] >= PER_FAULT_FLOOR * r["opportunities"], message
     singles = [r for r in rows if len(r["causes"]) == 1]
     pairs = [r for r in rows if len(r["causes"]) == 2]
     assert sum(r["correct"] for r in singles) >= SINGLE_FLOOR * sum(r["opportunities"] for r in singles), message
     assert sum(r["correct"] for r in pairs) >= PAIR_FLOOR * sum(r["opportunities"] for r in pairs), message
+    named = [r for r in rows if r["causes"]]
+    assert sum(r["correct"] for r in named) >= SINGLE_FLOOR * sum(r["opportunities"] for r in named), message
 
 
-def test_no_false_alarms_on_correct_implementations(planted):
-    rows, misses, alarms, table = planted
+def test_planted_faults_are_never_misnamed(planted_table):
+    """A wrong cause is worse than none: a bug whose class has a cause id is named right, tied with
+    the right cause, or left unexplained; a bug without one is left unexplained."""
+    rows, misses, alarms, table = planted_table
+    for sel in ([r for r in rows if r["causes"]], [r for r in rows if not r["causes"]]):
+        opp = sum(r["opportunities"] for r in sel)
+        assert sum(r["misnamed"] for r in sel) <= MISNAMED_CEILING * opp, table + "\nwrong causes:\n  " + \
+            "\n  ".join(misses[:30])
+
+
+def test_no_false_alarms_on_correct_implementations(planted_table):
+    rows, misses, alarms, table = planted_table
     assert not alarms, table + "\n" + "\n".join(alarms[:20])
 
 
@@ -428,10 +499,15 @@ def test_eps_underflow_in_float16_is_not_named_the_variance_divisor():
         found = explain(case, ctx.inputs, ctx.expected, actual, ctx.tolerance)
         assert found["cause"] == "eps_value", found
         assert found["params"]["eps"] == 0.0 and found["params"]["dtype"] == "float16"
+        # where the n-1 divisor makes the same NaN it is a tie (issue 14): named after the eps, which
+        # needs nothing but the case's own arithmetic, the divisor under also, its evidence the first
+        # candidate
         detail = found["detail"]
         assert "is 0 in float16" in detail and f"var + eps = 0 in {zero} of" in detail and "0/0 = NaN" in detail
         assert "n-1" not in detail
-        assert ("variance_divisor" in found.get("also", [])) == tie, found.get("also")
+        assert (found.get("also") == ["variance_divisor"]) == tie, found.get("also")
+        assert detail.endswith("; tie: variance_divisor reproduces it as well") == tie
+        assert ("the n-1 divisor is 0" in found["candidates"][0]["detail"]) == tie
     # 1e-12 is a float32 number: NumPy agrees with the oracle there
     case = _one("cases: [{id: d, op: layer_norm, input: {shape: [1, 1], dtype: float32}, params: {eps: 1.0e-12}}]")
     ctx = context(case)

@@ -1,0 +1,428 @@
+"""Planted faults: ports of the ops with one real bug each, for the table of tests/test_explain.py.
+
+Each fault is written the way the bug is written in practice, not as a variant of the explainer's
+arithmetic: a torch port of the op (float64, autograd for the gradients) whose caller hands it a
+buffer in the case's memory layout that it reads as the other layout, a batch norm module left in
+the wrong mode, a group norm whose reshape interleaves the groups, torchvision's ``Normalize``
+multiplying by std, a bias subtracted, a NumPy kernel with float16 accumulators. The correct port
+(:func:`correct`) is itself one of the implementations that must raise no explanation, so what the
+table measures is the bug alone.
+
+:data:`FAULTS` holds ``(name, planted cause ids, applies(case), fault(case, inputs) -> outputs)``;
+an empty tuple of causes means the bug has no cause id: ``unexplained`` is the right answer there.
+Outputs are NumPy float64 arrays of values of the case dtype (the port computes in float64 and
+rounds once, as a framework returns its dtype), canonical [N, C, *spatial] order.
+
+torch is imported on first use, so that collecting the tests does not import it.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from normconf.cases import outputs_of
+from normconf.inputs import round_to_dtype
+
+OTHER_LAYOUT = {"channels_first": "channels_last", "channels_last": "channels_first"}
+STAT_OPS = ("instance_norm", "layer_norm", "group_norm", "batch_norm")
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError as exc:  # the planted ports are torch code; setup.sh installs it
+        raise ImportError("tests/planted.py runs its ports with torch, which is not installed "
+                          "(./setup.sh or pip install -r requirements.txt installs it)") from exc
+    return torch
+
+
+# ----------------------------------------------------------------------------- the torch port
+
+def _ddof(params: dict, key: str = "variance") -> int:
+    return 1 if params.get(key, "biased") == "unbiased" else 0
+
+
+def _standardize(x, dims, eps: float, ddof: int):
+    """(x - mean) / sqrt(var + eps) over ``dims``: what every norm layer does."""
+    torch = _torch()
+    mean = x.mean(dim=dims, keepdim=True)
+    var = x.var(dim=dims, correction=ddof, keepdim=True)
+    return (x - mean) / torch.sqrt(var + eps)
+
+
+def _per_channel(v, rank: int):
+    return v.reshape((1, -1) + (1,) * (rank - 2))
+
+
+def add_affine(y, weight, bias):
+    """``y * weight + bias`` (either may be None); weight and bias already shaped to broadcast."""
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+def _shaped(case, t: dict, rank: int, shape) -> tuple:
+    """The case's weight and bias shaped to broadcast: per channel, or for layer norm in place of the
+    normalized dims."""
+    if case.op == "layer_norm":
+        axes = case.params["axes"]
+        put = lambda v: v.reshape([shape[d] if d in axes else 1 for d in range(rank)])  # noqa: E731
+    else:
+        put = lambda v: _per_channel(v, rank)  # noqa: E731
+    return tuple(put(t[k]) if k in t else None for k in ("weight", "bias"))
+
+
+class RunningNorm:
+    """``nn.BatchNorm*d`` (and ``nn.InstanceNorm*d(track_running_stats=True)``) as a port writes it:
+    running buffers, a ``training`` flag that :meth:`train` and :meth:`eval` set, and in training an
+    update of the buffers with momentum on the new statistic (``None``: a cumulative average)."""
+
+    def __init__(self, case, t: dict, affine=add_affine):
+        p = case.params
+        self.case, self.instance = case, case.op == "instance_norm"
+        self.eps, self.momentum = p["eps"], p["momentum"]
+        self.ddof, self.ddof_running = _ddof(p), _ddof(p, "running_variance")
+        self.running_mean, self.running_var = t["running_mean"].clone(), t["running_var"].clone()
+        self.t, self.affine = t, affine
+        self.training, self.updates = True, 0
+
+    def train(self):
+        self.training = True
+        return self
+
+    def eval(self):
+        self.training = False
+        return self
+
+    def __call__(self, x):
+        torch = _torch()
+        r = x.ndim
+        dims = list(range(2, r)) if self.instance else [0] + list(range(2, r))
+        if self.training:
+            self.updates += 1
+            m = 1.0 / self.updates if self.momentum is None else self.momentum
+            with torch.no_grad():
+                mean = x.mean(dim=dims)
+                var = x.var(dim=dims, correction=self.ddof_running)
+                if self.instance:  # per (image, channel); the buffers take their mean over the batch
+                    mean, var = mean.mean(dim=0), var.mean(dim=0)
+                self.running_mean = (1 - m) * self.running_mean + m * mean
+                self.running_var = (1 - m) * self.running_var + m * var
+            y = _standardize(x, dims, self.eps, self.ddof)
+        else:
+            y = (x - _per_channel(self.running_mean, r)) / torch.sqrt(_per_channel(self.running_var, r) + self.eps)
+        return self.affine(y, *_shaped(self.case, self.t, r, x.shape))
+
+
+def _running_outputs(case, norm: RunningNorm, y) -> dict:
+    out = {"y": y}
+    if case.params.get("training", True):
+        out["running_mean"], out["running_var"] = norm.running_mean, norm.running_var
+    return out
+
+
+def port(case, t: dict, read=lambda v: v, affine=add_affine) -> dict:
+    """The op of ``case`` on ``t`` (float64 tensors, canonical order), correctly; ``read`` turns each
+    x-shaped input into the array the kernel works on (a layout misread plugs in here), ``affine``
+    applies weight and bias."""
+    p, op = case.params, case.op
+    x = read(t["x"])
+    r = x.ndim
+    if "x_steps" in t:  # batch norm, instance norm with running statistics: the training loop
+        norm = RunningNorm(case, t, affine)
+        training, eval_after = p.get("training", True), p.get("eval_after", False)
+        steps = [read(v) for v in t["x_steps"]]
+        earlier = steps if eval_after else steps[:-1] if training else []
+        norm.train()
+        for xk in earlier:
+            norm(xk)
+        if not training or eval_after:
+            norm.eval()
+        return _running_outputs(case, norm, norm(x))
+    if op == "normalize":
+        return {"y": (x - _per_channel(t["mean"], r)) / _per_channel(t["std"], r)}
+    if op == "channel_stats":
+        ddof = _ddof(p)
+        if p["method"] == "pooled":
+            dims = [0] + list(range(2, r))
+            return {"mean": x.mean(dim=dims), "std": x.var(dim=dims, correction=ddof).sqrt()}
+        if r == 2:  # torch reads dim=[] as every dim: each value is its own image's statistics
+            x, r = x.unsqueeze(-1), 3
+        dims = list(range(2, r))
+        return {"mean": x.mean(dim=dims).mean(dim=0), "std": x.var(dim=dims, correction=ddof).sqrt().mean(dim=0)}
+    if op == "instance_norm":
+        y = _standardize(x, list(range(2, r)), p["eps"], _ddof(p))
+    elif op == "layer_norm":
+        y = _standardize(x, list(p["axes"]), p["eps"], _ddof(p))
+    elif op == "group_norm":
+        n, c, g = x.shape[0], x.shape[1], p["groups"]
+        grouped = x.reshape((n, g, c // g) + tuple(x.shape[2:]))
+        y = _standardize(grouped, list(range(2, grouped.ndim)), p["eps"], _ddof(p)).reshape(x.shape)
+    elif op == "batch_norm":  # without x_steps: not reached (batch norm always has them)
+        raise ValueError("batch_norm without x_steps")
+    else:
+        raise ValueError(f"unknown op {op}")
+    return {"y": affine(y, *_shaped(case, t, r, x.shape))}
+
+
+def run(case, inputs: dict, forward) -> dict:
+    """``forward(t) -> {name: tensor}`` on the case's inputs as float64 tensors (x, weight and bias
+    requiring gradients with ``grad: true``); then, with ``grad: true``, the gradients of
+    sum(y * grad_output) by autograd. Returns the case's outputs rounded to its dtype."""
+    torch = _torch()
+    t = {k: torch.tensor(np.asarray(v, dtype=np.float64)) for k, v in inputs.items() if k != "x_steps"}
+    if "x_steps" in inputs:
+        t["x_steps"] = [torch.tensor(np.asarray(v, dtype=np.float64)) for v in inputs["x_steps"]]
+    grad = case.params.get("grad")
+    if grad:
+        for k in ("x", "weight", "bias"):
+            if k in t:
+                t[k].requires_grad_(True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # var over one value with n-1: NaN, as the oracle's
+        out = forward(t)
+        if grad:
+            (out["y"] * t["grad_output"]).sum().backward()
+            for k in ("x", "weight", "bias"):
+                if k in t:
+                    out[f"grad_{k}"] = t[k].grad if t[k].grad is not None else torch.zeros_like(t[k])
+    names = outputs_of(case.op, case.params)
+    return {n: round_to_dtype(out[n].detach().numpy().astype(np.float64), case.dtype) for n in names}
+
+
+def correct(case, inputs: dict) -> dict:
+    """The port without a bug: must agree with the oracle wherever the case is well posed."""
+    return run(case, inputs, lambda t: port(case, t))
+
+
+# ----------------------------------------------------------------------------- memory layouts
+
+def _buffer(v, layout: str):
+    """The flat memory of the canonical tensor ``v`` in ``layout`` order (what an adapter hands over)."""
+    return (v.movedim(1, -1) if layout == "channels_last" else v).contiguous().reshape(-1)
+
+
+def _view(buf, layout: str, shape):
+    """A flat buffer read as ``layout``, as a canonical [N, C, *spatial] tensor of ``shape``."""
+    if layout == "channels_last":
+        return buf.reshape((shape[0],) + tuple(shape[2:]) + (shape[1],)).movedim(-1, 1)
+    return buf.reshape(tuple(shape))
+
+
+def layout_misread(where: str):
+    """A kernel that takes the case's buffer (in the case's layout) for the other layout: it reads
+    the input that way (``"input"``: an [N, H, W, C] buffer reshaped to [N, C, H, W], every training
+    step's too, so running statistics follow), writes its output that way (``"output"``: a
+    channels_first result handed back as channels_last memory), or both (``"both"``). The data is
+    scrambled, not transposed; gradients follow through autograd (the backward reads and writes
+    the same buffers the same way)."""
+    def fault(case, inputs):
+        memory, assumed = case.layout, OTHER_LAYOUT[case.layout]
+        read_as = assumed if where in ("input", "both") else memory
+        write_as = assumed if where in ("output", "both") else memory
+
+        def forward(t):
+            out = port(case, t, read=lambda v: _view(_buffer(v, memory), read_as, v.shape))
+            if "y" in out:  # channel_stats: per-channel outputs, no buffer to write
+                out["y"] = _view(_buffer(out["y"], write_as), memory, out["y"].shape)
+            return out
+        return run(case, inputs, forward)
+    return fault
+
+
+def _misread_applies(where: str, layout: str):
+    def applies(case):
+        if case.layout != layout or len(case.shape) < 3:
+            return False
+        return not (where == "output" and case.op == "channel_stats")  # its outputs are per channel
+    return applies
+
+
+# ----------------------------------------------------------------------------- training mode
+
+def forgot_eval(case, inputs):
+    """Inference asked (``training: false``, or the eval pass of ``eval_after``), but the module was
+    never switched to ``eval()``: the pass normalizes with the batch's statistics (and, in
+    ``eval_after``, updates the running statistics once more)."""
+    p = case.params
+
+    def forward(t):
+        norm = RunningNorm(case, t)  # training mode, as constructed
+        if p["training"]:  # eval_after: train over the steps, then the "eval" pass, still training
+            for xk in t["x_steps"]:
+                norm(xk)
+        return _running_outputs(case, norm, norm(t["x"]))
+    return run(case, inputs, forward)
+
+
+def forgot_train(case, inputs):
+    """Training asked, but the module is still in ``eval()`` (left there by a validation loop):
+    every pass normalizes with the running statistics, which never move."""
+    def forward(t):
+        norm = RunningNorm(case, t).eval()
+        for xk in t["x_steps"][:-1]:
+            norm(xk)
+        return _running_outputs(case, norm, norm(t["x"]))
+    return run(case, inputs, forward)
+
+
+# ----------------------------------------------------------------------------- formulas
+
+def interleaved_groups(case, inputs):
+    """Group norm whose reshape puts the groups second: ``x.reshape(N, C // G, G, ...)`` assigns
+    channel c to group c % G instead of c // (C / G)."""
+    p = case.params
+
+    def forward(t):
+        x = t["x"]
+        n, c, g = x.shape[0], x.shape[1], p["groups"]
+        grouped = x.reshape((n, c // g, g) + tuple(x.shape[2:]))
+        dims = [1] + list(range(3, grouped.ndim))
+        y = _standardize(grouped, dims, p["eps"], _ddof(p)).reshape(x.shape)
+        return {"y": add_affine(y, *_shaped(case, t, x.ndim, x.shape))}
+    return run(case, inputs, forward)
+
+
+def normalize_times_std(case, inputs):
+    """torchvision-style ``Normalize`` with the operator flipped: ``(x - mean) * std``."""
+    def forward(t):
+        x = t["x"]
+        return {"y": (x - _per_channel(t["mean"], x.ndim)) * _per_channel(t["std"], x.ndim)}
+    return run(case, inputs, forward)
+
+
+def bias_subtracted(case, inputs):
+    """The affine written ``y * weight - bias``."""
+    def affine(y, weight, bias):
+        if weight is not None:
+            y = y * weight
+        return y - bias if bias is not None else y
+    return run(case, inputs, lambda t: port(case, t, affine=affine))
+
+
+# ----------------------------------------------------------------------------- float16 accumulators
+
+def _lane_sum(v: np.ndarray, axes: tuple) -> np.ndarray:
+    """Sum over ``axes`` (kept) with float16 accumulators, as a SIMD kernel of halves does: 8 lanes,
+    each adding every 8th value in float16, then the lanes added pairwise in float16."""
+    kept = [1 if a in axes else s for a, s in enumerate(v.shape)]
+    moved = np.moveaxis(v, axes, tuple(range(-len(axes), 0)))
+    flat = moved.reshape(moved.shape[:moved.ndim - len(axes)] + (-1,)).astype(np.float16)
+    pad = (-flat.shape[-1]) % 8
+    flat = np.concatenate([flat, np.zeros(flat.shape[:-1] + (pad,), np.float16)], axis=-1)
+    rows = flat.reshape(flat.shape[:-1] + (-1, 8))
+    acc = np.zeros(rows.shape[:-2] + (8,), np.float16)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for i in range(rows.shape[-2]):
+            acc += rows[..., i, :]
+        while acc.shape[-1] > 1:
+            acc = acc[..., 0::2] + acc[..., 1::2]
+    return acc[..., 0].reshape(kept)
+
+
+def _half_moments(x: np.ndarray, axes: tuple, ddof: int):
+    n = int(np.prod([x.shape[a] for a in axes]))
+    h = x.astype(np.float16)
+    with np.errstate(all="ignore"):
+        mean = _lane_sum(h, axes) / np.float16(n)
+        dev = h - mean
+        var = _lane_sum(dev * dev, axes) / np.float16(max(n - ddof, 0) or np.nan)
+    return mean, dev, var
+
+
+def half_accumulators(case, inputs):
+    """A NumPy kernel in float16: the sums of the mean and of the squared deviations kept in float16
+    accumulators (:func:`_lane_sum`); only sqrt(var + eps) in float32."""
+    p, op = case.params, case.op
+    x = np.asarray(inputs["x"])
+    r = x.ndim
+    f16 = np.float16
+
+    def standardize(v, axes):
+        _, dev, var = _half_moments(v, axes, _ddof(p))
+        with np.errstate(all="ignore"):  # the rsqrt in float32, as half kernels do (eps 1e-12 stays > 0)
+            return dev / np.sqrt(var.astype(np.float32) + np.float32(p["eps"])).astype(f16)
+
+    def chan(v):
+        return np.asarray(v, dtype=f16).reshape((1, -1) + (1,) * (r - 2))
+
+    out = {}
+    if op == "channel_stats":
+        if p["method"] == "pooled":
+            mean, _, var = _half_moments(x, (0,) + tuple(range(2, r)), _ddof(p))
+            out = {"mean": mean.reshape(-1), "std": np.sqrt(var).reshape(-1)}
+        else:
+            mean, _, var = _half_moments(x, tuple(range(2, r)), _ddof(p))
+            out = {"mean": mean.reshape(x.shape[:2]).astype(np.float32).mean(axis=0),
+                   "std": np.sqrt(var).reshape(x.shape[:2]).astype(np.float32).mean(axis=0)}
+        return {k: round_to_dtype(np.asarray(v, dtype=np.float64), case.dtype) for k, v in out.items()}
+    if op == "instance_norm":
+        y = standardize(x, tuple(range(2, r)))
+    elif op == "layer_norm":
+        y = standardize(x, tuple(p["axes"]))
+    elif op == "group_norm":
+        g = p["groups"]
+        grouped = x.reshape((x.shape[0], g, x.shape[1] // g) + x.shape[2:])
+        y = standardize(grouped, tuple(range(2, grouped.ndim))).reshape(x.shape)
+    else:  # batch_norm in training, without eval_after (see the fault's applies)
+        axes = (0,) + tuple(range(2, r))
+        rm, rv = np.asarray(inputs["running_mean"], f16), np.asarray(inputs["running_var"], f16)
+        for k, xk in enumerate(inputs["x_steps"], start=1):
+            m = f16(1.0 / k if p["momentum"] is None else p["momentum"])
+            mean, _, var = _half_moments(np.asarray(xk), axes, _ddof(p, "running_variance"))
+            with np.errstate(all="ignore"):
+                rm = (f16(1) - m) * rm + m * mean.reshape(-1)
+                rv = (f16(1) - m) * rv + m * var.reshape(-1)
+        out["running_mean"], out["running_var"] = rm, rv
+        y = standardize(x, axes)
+    if op == "layer_norm":
+        shape_for = lambda v: np.asarray(v, f16).reshape([x.shape[d] if d in p["axes"] else 1 for d in range(r)])  # noqa: E731
+    else:
+        shape_for = chan
+    with np.errstate(all="ignore"):
+        if "weight" in inputs:
+            y = y * shape_for(inputs["weight"])
+        if "bias" in inputs:
+            y = y + shape_for(inputs["bias"])
+    out["y"] = y
+    return {k: round_to_dtype(np.asarray(v, dtype=np.float64), case.dtype) for k, v in out.items()}
+
+
+# ----------------------------------------------------------------------------- the table's rows
+
+def _bn(case) -> bool:
+    return case.op == "batch_norm"
+
+
+def _tracking(case) -> bool:
+    return case.op == "instance_norm" and bool(case.params.get("track_running_stats"))
+
+
+def _grouping_moves(case) -> bool:
+    return case.op == "group_norm" and 1 < case.params["groups"] < case.shape[1]
+
+
+def _half_applies(case) -> bool:
+    if case.dtype != "float16" or case.op not in STAT_OPS + ("channel_stats",) or case.params.get("grad"):
+        return False
+    p = case.params
+    return not (case.op == "batch_norm" and (not p["training"] or p.get("eval_after")))
+
+
+FAULTS = [
+    *((f"{label} ({where})", ("layout_misread",), _misread_applies(where, layout), layout_misread(where))
+      for layout, label in (("channels_last", "NHWC read as NCHW"), ("channels_first", "NCHW read as NHWC"))
+      for where in ("input", "output", "both")),
+    ("forgot eval()", ("training_mode",), lambda c: _bn(c) and not c.params["training"], forgot_eval),
+    ("eval_after, no eval()", ("training_mode",), lambda c: _bn(c) and c.params["training"] and c.params["eval_after"],
+     forgot_eval),
+    ("forgot train()", ("training_mode",),
+     lambda c: (_bn(c) and c.params["training"] and not c.params["eval_after"]) or _tracking(c), forgot_train),
+    ("groups c % G", ("group_assignment",), _grouping_moves, interleaved_groups),
+    ("float16 accumulators", ("low_precision_accumulation",), _half_applies, half_accumulators),
+    ("Normalize x std", (), lambda c: c.op == "normalize", normalize_times_std),
+    ("bias subtracted", (), lambda c: c.op in STAT_OPS and c.params.get("bias") is not None, bias_subtracted),
+]
