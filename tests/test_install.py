@@ -236,7 +236,7 @@ def test_a_failure_reproduces_from_that_folder(outside):
                  "--report-dir", str(project / "n1")], project, env)
     assert proc.returncode == 1, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "MISMATCH: seeds/" in proc.stdout and "explanation:" in proc.stdout
-    line = next(l.strip() for l in proc.stdout.splitlines() if l.strip().startswith("pytest ") and "my-norm-n1" in l)
+    line = next(t.strip() for t in proc.stdout.splitlines() if t.strip().startswith("pytest ") and "my-norm-n1" in t)
     argv = shlex.split(line)[1:]
     # the shipped case file is outside the rootdir: the line names it by its installed path
     assert argv[0].startswith(str(python.parent.parent)) and "::seeds/" in argv[0], line

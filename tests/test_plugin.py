@@ -580,7 +580,7 @@ def test_python_m_pytest_header_report_and_malformed_case(suite):
     header = result.stdout.str().split("collected")[0]
     builtins = registry(entry_points=False)
     for name, adapter in builtins.items():
-        line = next((l for l in header.splitlines() if l.strip().startswith(name + " ")), None)
+        line = next((h for h in header.splitlines() if h.strip().startswith(name + " ")), None)
         assert line is not None, f"{name} missing from the header"
         assert f"{adapter.version() or '-'} on {adapter.device}:" in line
         assert re.search(r": (available|unavailable: \S)", line), line
@@ -780,7 +780,7 @@ def test_quiet_keeps_warnings_of_an_adapter_that_raises():
         name = "raises"
 
         def run(self, case, inputs):
-            warnings.warn("invalid value encountered in divide", RuntimeWarning)
+            warnings.warn("invalid value encountered in divide", RuntimeWarning, stacklevel=1)
             raise ValueError("boom")
 
     case = type("C", (), {"dtype": "float32"})()

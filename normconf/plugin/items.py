@@ -13,6 +13,7 @@ from ..compare import fmt
 from ..engine import context, evaluate
 from ..expected_warnings import Quiet
 from ..margin import FIRM_DIFFER
+from ..records import Result
 from ..report import case_summary
 from . import crash
 from .state import STATE
@@ -97,7 +98,7 @@ class CaseItem(pytest.Item):
             raise pytest.skip.Exception(f"{self.adapter.name} {status}: {result['reason']}", _use_item_location=True)
         raise CaseFailure(failure_text(self.case, self.adapter, result, self.nodeid, self.config))
 
-    def publish(self, state, result: dict) -> None:
+    def publish(self, state, result: Result) -> None:
         """Store the outputs for the matrices and attach the record (with the case's summary) and
         the JUnit XML properties (``pytest --junitxml``: what a CI dashboard shows per item)."""
         arrays, result.arrays = result.arrays, {}
@@ -106,7 +107,8 @@ class CaseItem(pytest.Item):
             state.store.save(self.case.key, f"adapter-{self.adapter.name}", arrays)
             result.has_arrays = True
         record = result.to_json()  # plain JSON values: user properties travel from xdist workers
-        summary = case_summary(self.case, context(self.case) if result.status.ran else None)
+        ran = result.status is not None and result.status.ran  # evaluate() always judges
+        summary = case_summary(self.case, context(self.case) if ran else None)
         self.user_properties.append(("normconf", json.dumps({"result": record, "case": summary},
                                                              default=str, allow_nan=True)))
         for key in ("case", "adapter", "status", "op", "dtype", "layout"):

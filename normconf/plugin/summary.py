@@ -3,6 +3,7 @@ discrepancies, the tolerance headroom, fuzzing, where the report went, and the f
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from ..compare import fmt
 from ..report import headroom
@@ -100,7 +101,7 @@ def discrepancy_lines(results: list[dict]) -> list[str]:
     return lines
 
 
-def headroom_lines(results: list[dict]) -> list[str]:
+def headroom_lines(results: list[Any]) -> list[str]:
     rows = headroom(results)
     if not rows:
         return []
@@ -139,7 +140,8 @@ def fragile_lines(results: list[dict]) -> list[str]:
         known = r.get("known") or {}
         why = (f"  (platform_dependent: known_discrepancies.yaml #{known.get('index')}, {known.get('observed')} here)"
                if known.get("platform_dependent") else "")
-        lines.append(f"  {'strict' if r.get('strict') else 'not strict':<10} {fmt(r.get('margin')):>7}x  {r['status']:<8} "
+        strict_mark = "strict" if r.get("strict") else "not strict"
+        lines.append(f"  {strict_mark:<10} {fmt(r.get('margin')):>7}x  {r['status']:<8} "
                      f"{r['case']}[{r['adapter']}] {r.get('margin_output')}{why}")
     return lines
 

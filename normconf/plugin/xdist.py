@@ -88,12 +88,13 @@ def pack_frameworks(items: list[tuple[str, str]], workers: int, cost: dict) -> d
         split = weight[framework] > share
         unit = f"{framework}:{stem}" if split else framework
         units[unit] = units.get(unit, 0.0) + weight[framework] / counts[framework]
-    loads = [[0.0, []] for _ in range(max(1, workers))]
+    totals = [0.0] * max(1, workers)
+    parts: list[list[str]] = [[] for _ in totals]
     for unit in sorted(units, key=lambda u: (-units[u], u)):
-        lightest = min(loads, key=lambda b: b[0])
-        lightest[0] += units[unit]
-        lightest[1].append(unit)
-    group_of = {u: "+".join(sorted(b[1])) for b in loads for u in b[1]}
+        lightest = min(range(len(totals)), key=totals.__getitem__)  # the first of the lightest
+        totals[lightest] += units[unit]
+        parts[lightest].append(unit)
+    group_of = {u: "+".join(sorted(p)) for p in parts for u in p}
     return {(f, stem): group_of.get(f"{f}:{stem}") or group_of[f] for f, stem in items}
 
 
@@ -141,4 +142,4 @@ def group_items(config, items) -> None:
 
             item._id = NodeId.parse(grouped)
         else:
-            item._nodeid = grouped
+            item._nodeid = grouped  # type: ignore[attr-defined]  # pytest before 9.2
