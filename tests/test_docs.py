@@ -94,6 +94,8 @@ cases:
     params: {eps: 1.0e-5, grad: true, weight: {generator: {dist: uniform, low: 0.5, high: 2.0, seed: 5}}}
   - id: overflow
     input: {shape: [1, 2, 4], dtype: float16, generator: {dist: normal, mean: 1.0e+5, seed: 6}}
+  - id: no_bfloat16
+    input: {dtype: bfloat16, data: null, generator: {dist: normal, seed: 8}}
   - id: other_op
     op: layer_norm
     input: {shape: [2, 8], generator: {dist: uniform, low: -1.0, high: 1.0, seed: 7}}
