@@ -43,7 +43,9 @@ def measured_scale(ex, name: str) -> float | None:
     a = ex.actual[name]
     if name == "y":
         e, a = unaffine(ex.case, ex.inputs, e), unaffine(ex.case, ex.inputs, a)
-    ok = np.isfinite(e) & np.isfinite(a) & (np.abs(e) > 0.25 * np.nanmax(np.abs(e)) if e.size else False)
+    if not np.isfinite(e).any():  # no value to measure by (and np.nanmax of all-NaN would warn)
+        return None
+    ok = np.isfinite(e) & np.isfinite(a) & (np.abs(e) > 0.25 * np.nanmax(np.abs(e)))
     if not ok.any():
         return None
     return float(np.median(a[ok] / e[ok]))
