@@ -106,10 +106,12 @@ def view(doc: dict) -> dict:
     seen = {r["adapter"] for r in results}
     adapters = [a for a in order if a in seen] + sorted(seen - set(order))
     info = {key: _case_info(key, cases_info.get(key) or {}, by_case[key]) for key in case_keys}
+    not_run = _not_run(doc.get("not_run") or [])
     return {"bucket_css": Markup(_bucket_css()),
             "header": _header(doc, results, adapters, case_keys),
             "filters": _filters(info, adapters),
-            "overview": _overview(results, adapters),
+            "overview": _overview(results, adapters, not_run),
+            "not_run": not_run,
             "conflicts": _conflicts(doc.get("conflicts") or []),
             "heatmap": _heatmap(case_keys, info, by_case, adapters),
             "stability": _stability(doc, results),
@@ -124,7 +126,8 @@ def _header(doc, results, adapters, case_keys) -> dict:
     counts = _count(results)
     merged = doc.get("merged") or {}
     fragile = [r for r in results if r.get("verdict") == "fragile"]
-    nav = ["overview", "heatmap", "stability", "cases", "environment"] + (["conflicts"] if doc.get("conflicts") else [])
+    nav = (["overview"] + (["not_run"] if doc.get("not_run") else []) + ["heatmap", "stability", "cases", "environment"]
+           + (["conflicts"] if doc.get("conflicts") else []))
     return {"results": len(results), "cases": len(case_keys), "adapters": len(adapters),
             "counts": [(s, counts[s]) for s in STATUSES if counts.get(s)],
             # a document from before verdicts had a margin has nothing to count
@@ -132,7 +135,8 @@ def _header(doc, results, adapters, case_keys) -> dict:
                        if any("verdict" in r for r in results) else None,
             "cpus": _cpus(doc.get("environment") or {}),
             "sources": list(merged.get("sources") or []),
-            "superseded": merged.get("superseded_unavailable") or 0, "nav": nav}
+            "superseded": merged.get("superseded_unavailable") or 0, "nav": nav,
+            "not_run": len(doc.get("not_run") or [])}
 
 
 def _cpus(env: dict) -> list[dict]:
@@ -166,8 +170,18 @@ def _filters(info, adapters) -> list[tuple[str, list[str]]]:
             ("verdict", list(VERDICTS)), ("tag", sorted({t for i in info.values() for t in i["tags"]}))]
 
 
-def _overview(results, adapters) -> dict:
-    """Status counts per adapter and op, with totals: each cell a list of (status, count)."""
+def _not_run(entries: list[dict]) -> list[dict]:
+    """The ``not_run`` entries as the page lists them: what got no items (no results, not failures)."""
+    return [{"adapter": e.get("adapter") or "", "op": e.get("op") or "every op", "status": e.get("status") or "",
+             "text": STATUS_TEXT.get(e.get("status") or "", e.get("status") or ""), "cases": e.get("cases"),
+             "reason": e.get("reason") or "", "every": e.get("op") is None} for e in entries]
+
+
+def _overview(results, adapters, not_run=()) -> dict:
+    """Status counts per adapter and op, with totals: each cell a list of (status, count). A cell
+    without results of a pair in ``not_run`` gets a neutral mark (``marks``: text and hover text, or
+    None), and an adapter with no results but entries in ``not_run`` a row of its own that says so
+    (``not_run``), so that nothing in the table reads as a failure of theirs."""
     ops = sorted({r.get("op") or "" for r in results})
     grid: dict[tuple[str, str], dict[str, int]] = {}
     for r in results:
@@ -178,8 +192,29 @@ def _overview(results, adapters) -> dict:
     def cells(row):
         return [[(s, grid[row, op][s]) for s in STATUSES if grid.get((row, op), {}).get(s)] for op in ops + ["*"]]
 
-    rows = [{"label": a, "total": False, "cells": cells(a)} for a in adapters]
-    rows.append({"label": "all adapters", "total": True, "cells": cells("*")})
+    skipped: dict[str, dict[str | None, dict]] = {}
+    for e in not_run:
+        skipped.setdefault(e["adapter"], {})[None if e["every"] else e["op"]] = e
+
+    def marks(row: str) -> list[tuple[str, str] | None]:
+        mine = skipped.get(row, {})
+        out: list[tuple[str, str] | None] = []
+        for op in ops + ["*"]:
+            e = mine.get(op) or mine.get(None)
+            if grid.get((row, op)) or e is None or op == "*":
+                out.append(None)
+            else:
+                out.append(("unavailable" if e["every"] else "no API", f"not run here, {e['status']}: {e['reason']}"))
+        return out
+
+    rows = [{"label": a, "total": False, "cells": cells(a), "marks": marks(a), "not_run": None} for a in adapters]
+    for name, entries in skipped.items():
+        if name not in adapters:
+            what = "; ".join(e["status"] if e["every"] else f"no API for {e['op']}" for e in entries.values())
+            rows.append({"label": name, "total": False, "cells": [], "marks": [], "not_run": f"not run here: {what}",
+                         "title": "; ".join(e["reason"] for e in entries.values())})
+    rows.append({"label": "all adapters", "total": True, "cells": cells("*"), "marks": [None] * (len(ops) + 1),
+                 "not_run": None})
     return {"ops": ops, "rows": rows}
 
 

@@ -23,7 +23,8 @@ def merge(docs: list[dict], sources: list[str]) -> dict:
     documents is kept once when the records agree, and every distinct record is kept (and listed in
     ``conflicts``) when they do not. An ``unavailable`` result is dropped where another document ran
     that pair. Matrices are merged per case by label (oracle first): a pair of labels never computed
-    together stays null. ``environment["runs"]`` keeps each source's environment.
+    together stays null. ``environment["runs"]`` keeps each source's environment. ``not_run`` is
+    carried over by :func:`merge_not_run`.
 
     >>> a = {"schema_version": 1, "environment": {"adapters": {"numpy": {}}}, "cases": {},
     ...      "results": [{"case": "f/c", "adapter": "numpy", "status": "pass", "outputs": {}}]}
@@ -81,13 +82,50 @@ def merge(docs: list[dict], sources: list[str]) -> dict:
             conflicts.append({"case": case, "adapter": adapter, "sources": [r["source"] for r in kept],
                               "statuses": statuses, "kind": "status" if len(set(statuses)) > 1 else "metrics"})
     results.sort(key=lambda r: (r["case"], r["adapter"]))  # stable: sources stay in the order given
+    not_run = merge_not_run([doc.get("not_run") or [] for doc in docs], results, cases)
 
     environment = {"python": _joined(run.get("python") for run in runs),
                    "platform": _joined(run.get("platform") for run in runs),
                    "adapters": adapters, "runs": runs}
     return {"schema_version": SCHEMA_VERSION, "environment": environment, "results": results,
-            "matrices": _merge_matrices(docs, sources), "cases": cases, "conflicts": conflicts,
+            "matrices": _merge_matrices(docs, sources), "cases": cases, "not_run": not_run, "conflicts": conflicts,
             "merged": {"sources": list(sources), "superseded_unavailable": superseded}}
+
+
+def merge_not_run(lists: list[list[dict]], results: list[dict], cases: dict[str, dict]) -> list[dict]:
+    """The ``not_run`` entries of several documents, as one list for their merged document.
+
+    An entry is dropped where a merged document ran what it names: an (adapter, op) entry where some
+    result of that adapter and op has a status other than ``unavailable``; an adapter's op-less
+    ``unavailable`` entry (every op) where the adapter has such a result for any op (the runs that had
+    it list the ops it has no API for themselves). Entries of several documents for the same
+    (adapter, op, status) are kept once, in the order first seen, with the first one's reason and
+    the largest ``cases``: the runs may have selected the same cases (a CPU and a GPU run), so a sum
+    could count a case twice; the largest is a lower bound.
+
+    >>> cpu = [{"adapter": "torch-cuda", "op": None, "status": "unavailable", "cases": 4, "reason": "no GPU"},
+    ...        {"adapter": "jax", "op": None, "status": "unavailable", "cases": 4, "reason": "no jax"}]
+    >>> gpu = [{"adapter": "jax", "op": None, "status": "unavailable", "cases": 6, "reason": "jax missing"}]
+    >>> ran = [{"case": "f/c", "adapter": "torch-cuda", "op": "layer_norm", "status": "pass"}]
+    >>> [(e["adapter"], e["cases"], e["reason"]) for e in merge_not_run([cpu, gpu], ran, {})]
+    [('jax', 6, 'no jax')]
+    """
+    ran_pairs: set[tuple[str, str | None]] = set()
+    for r in results:
+        if r.get("status") != "unavailable":
+            op = r.get("op") or (cases.get(r["case"]) or {}).get("op")
+            ran_pairs |= {(r["adapter"], op), (r["adapter"], None)}  # (adapter, None): it ran some op
+    kept: dict[tuple[str, str | None, str], dict] = {}
+    for entries in lists:
+        for entry in entries:
+            key = (entry["adapter"], entry.get("op"), entry["status"])
+            if (key[0], key[1]) in ran_pairs:
+                continue
+            if key in kept:
+                kept[key]["cases"] = max(kept[key]["cases"], entry["cases"])
+            else:
+                kept[key] = dict(entry)
+    return list(kept.values())
 
 
 def _input(summary) -> dict:

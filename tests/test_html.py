@@ -217,6 +217,45 @@ def test_merge_drops_unavailable_where_another_run_ran_the_pair():
     assert len(m["results"]) == 1 and m["conflicts"] == []
 
 
+def not_run(adapter, op=None, cases=2, reason=None):
+    status = "unavailable" if op is None else "unsupported"
+    return {"adapter": adapter, "op": op, "status": status, "cases": cases,
+            "reason": reason or (f"{adapter} cannot run here" if op is None else f"{adapter} has no API for {op}")}
+
+
+def test_merge_drops_not_run_entries_another_run_ran():
+    cpu = document([result("f/c", "numpy"), result("f/l", "numpy", op="layer_norm")],
+                   {"f/c": summary("f/c"), "f/l": summary("f/l", "layer_norm")}, adapters=("numpy",))
+    cpu["not_run"] = [not_run("torch-cuda", cases=2, reason="no CUDA device"), not_run("jax", cases=2),
+                      not_run("numpy", "group_norm", cases=1)]
+    gpu = document([result("f/c", "torch-cuda"), result("f/l", "cupy", "unavailable", op="layer_norm")],
+                   {"f/c": summary("f/c"), "f/l": summary("f/l", "layer_norm")}, adapters=("torch-cuda", "cupy"))
+    gpu["not_run"] = [not_run("torch-cuda", "layer_norm", cases=1), not_run("jax", cases=1, reason="jax missing"),
+                      not_run("cupy", "instance_norm", cases=1)]
+    m = merge([cpu, gpu], ["cpu.json", "gpu.json"])
+    got = [(e["adapter"], e["op"], e["status"], e["cases"], e["reason"]) for e in m["not_run"]]
+    assert got == [
+        # torch-cuda ran instance_norm in the GPU run: its every-op entry from the CPU run goes, the
+        # GPU run's own entry for the op it has no API for stays
+        ("jax", None, "unavailable", 2, "jax cannot run here"),  # in both runs: once, largest count, first reason
+        ("numpy", "group_norm", "unsupported", 1, "numpy has no API for group_norm"),
+        ("torch-cuda", "layer_norm", "unsupported", 1, "torch-cuda has no API for layer_norm"),
+        ("cupy", "instance_norm", "unsupported", 1, "cupy has no API for instance_norm")]
+    # an unavailable record is not a run: the entry of a pair with only such records stays
+    gpu["not_run"].append(not_run("cupy", "layer_norm", cases=1))
+    assert ("cupy", "layer_norm") in {(e["adapter"], e["op"]) for e in merge([cpu, gpu], ["a", "b"])["not_run"]}
+    # a later run that ran the pair drops the entry, whichever order the files come in; the op of a
+    # record without one comes from its case's summary
+    ran = document([result("f/l", "torch-cuda", op=None), result("f/x", "numpy", op="group_norm")],
+                   {"f/l": summary("f/l", "layer_norm")}, adapters=("numpy", "torch-cuda"))
+    for docs in ([m, ran], [ran, m]):
+        again = merge(docs, ["m.json", "ran.json"])
+        assert [(e["adapter"], e["op"]) for e in again["not_run"]] == [("jax", None), ("cupy", "instance_norm")]
+    assert "not_run" not in cpu["results"][0] and len(cpu["not_run"]) == 3, "merge must not modify its inputs"
+    # documents from before not_run merge into an empty list
+    assert merge([document([result("f/c", "numpy")], {})], ["old.json"])["not_run"] == []
+
+
 def test_merge_unions_matrices_by_label_with_unknown_pairs_null():
     a = document([result("f/c", "numpy"), result("f/c", "torch")], {"f/c": summary("f/c")},
                  {"f/c": matrix(["oracle", "numpy", "torch"], 1e-7)})
@@ -446,6 +485,41 @@ def test_render_overview_counts_per_adapter_and_op():
     assert 'title="6 expected' in tf
     for status in STATUSES:
         assert f'<span class="n st-{status}">{status}</span>' in overview  # the legend
+
+
+def test_render_lists_not_run_once_and_not_as_failures():
+    from normconf.html import view
+
+    doc = small()
+    doc["not_run"] = [not_run("torch-cuda", cases=6, reason=SCRIPT),
+                      not_run("torch", "layer_norm", cases=2), not_run("jax", "group_norm", cases=1)]
+    doc["results"] = [r for r in doc["results"] if not (r["adapter"] == "torch" and r["op"] == "layer_norm")]
+    page = render(doc)
+    assert SCRIPT not in page
+    sections = dict(re.findall(r'<section id="(\w+)"(.*?)</section>', page, re.S))
+    listed = re.findall(r"<tr><td>(.*?)</td><td>(.*?)</td><td><span class=\"n st-(\w+)\"[^>]*>\w+</span></td>"
+                        r"<td class=\"num\">(\d+)</td><td>(.*?)</td></tr>", sections["not_run"])
+    assert listed == [("torch-cuda", "<em>every op</em>", "unavailable", "6", "&lt;script&gt;alert(1)&lt;/script&gt;"),
+                      ("torch", "layer_norm", "unsupported", "2", "torch has no API for layer_norm"),
+                      ("jax", "group_norm", "unsupported", "1", "jax has no API for group_norm")]
+    assert page.count("torch has no API for layer_norm") == 2, "the section's row and the overview cell's hover text"
+    assert '<a href="#not_run">3 not run here</a>' in page and '<a href="#not_run">not_run</a>' in page
+    overview = sections["overview"]
+    # the adapters without results get a row that says they did not run, with no status counts
+    for name, text in (("torch-cuda", "not run here: unavailable"), ("jax", "not run here: no API for group_norm")):
+        row = overview[overview.index(f'<th class="rl">{name}</th>'):].split("</tr>")[0]
+        assert row.startswith(f'<th class="rl">{name}</th><td class="nr" colspan="4">') and f">{text}</a>" in row
+        assert 'class="n st-' not in row
+    # torch's layer_norm cell, which has no results, says why instead of standing empty
+    torch = overview[overview.index('<th class="rl">torch</th>'):].split("</tr>")[0]
+    assert torch.count('<td class="nr">') == 1 and ">no API</a>" in torch
+    total = overview[overview.index("all adapters"):].split("</tr>")[0]
+    assert 'class="nr"' not in total and total.count('class="n st-') == sum(
+        len(c) for c in view(doc)["overview"]["rows"][-1]["cells"])
+    # no not_run, no section, no link
+    doc["not_run"] = []
+    page = render(doc)
+    assert 'id="not_run"' not in page and "#not_run" not in page
 
 
 def test_render_stability_plot_only_with_stability_cases():
