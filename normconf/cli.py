@@ -26,11 +26,13 @@ from .shipped import shipped_cases
 def main(argv=None) -> int:
     if hasattr(signal, "SIGPIPE"):  # `normconf list | head` ends quietly
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    parser = argparse.ArgumentParser(prog="python -m normconf", description="normconf: conformance of normalization layers")
+    parser = argparse.ArgumentParser(prog="python -m normconf",
+                                     description="normconf: conformance of normalization layers")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p_list = sub.add_parser("list", help="list adapters (with availability) and cases")
-    p_list.add_argument("--cases", action="append", default=[], metavar="PATH", help="case file or folder (default: the shipped cases)")
+    p_list.add_argument("--cases", action="append", default=[], metavar="PATH",
+                        help="case file or folder (default: the shipped cases)")
     p_list.add_argument("--adapter", action="append", default=[], metavar="MODULE:CLASS", help="also list this adapter")
     p_list.add_argument("--json", action="store_true", help="print JSON instead of text")
 
@@ -44,8 +46,10 @@ def main(argv=None) -> int:
     p_rep.add_argument("--json-out", default=None, metavar="JSON", help="also write the merged JSON here")
 
     p_schema = sub.add_parser("schema", help="write the JSON Schemas of case files and known_discrepancies.yaml")
-    p_schema.add_argument("--out", default=None, metavar="DIR", help="output folder (default: normconf/schemas/, shipped)")
-    p_schema.add_argument("--check", action="store_true", help="write nothing; exit 1 if the shipped schemas are stale")
+    p_schema.add_argument("--out", default=None, metavar="DIR",
+                          help="output folder (default: normconf/schemas/, shipped)")
+    p_schema.add_argument("--check", action="store_true",
+                          help="write nothing; exit 1 if the shipped schemas are stale")
 
     args = parser.parse_args(argv)
     return {"list": cmd_list, "golden": cmd_golden, "report": cmd_report, "schema": cmd_schema}[args.command](args)
@@ -102,7 +106,10 @@ def cmd_golden(args) -> int:
     except OSError as exc:
         print(f"error: --out {args.out}: cannot create the folder: {exc}", file=sys.stderr)
         return 2
-    entries, failed, warned, names = [], [], 0, set()
+    entries: list[dict] = []
+    failed: list[str] = []
+    names: set[str] = set()
+    warned = 0
     for i, case in enumerate(cases, start=1):
         try:
             entry = _golden_case(case, out, names)
@@ -149,7 +156,8 @@ def _golden_case(case, out: Path, names: set) -> dict:
         n += 1
         name = f"{stem}__{n}.npz"
     names.add(name)
-    np.savez(out / name, **arrays)
+    # mypy matches the unpacked arrays against savez's allow_pickle: bool too; the keys are array names
+    np.savez(out / name, **arrays)  # type: ignore[arg-type]
     digest = hashlib.sha256((out / name).read_bytes()).hexdigest()
     return {"case": case.key, "file": name, "sha256": digest, "op": case.op, "dtype": case.dtype,
             "layout": case.layout, "shape": list(case.shape), "params": dict(case.params),

@@ -27,7 +27,7 @@ import yaml
 
 from .cases import DTYPES, LAYOUTS, OPS, load_text
 from .engine import context, evaluate, forget
-from .expected_warnings import Quiet
+from .expected_warnings import quiet
 from .records import Explanation, Result, Status
 
 # Listed first: where Hypothesis shrinks to (a sampled value shrinks towards the head of its list).
@@ -211,7 +211,7 @@ def layout_explanation(entry: dict, adapter, known=()) -> Explanation | None:
     twin = dict(entry, id="fuzz_channels_first", input=dict(entry["input"], layout="channels_first"))
     cases, errors = load_text(yaml.safe_dump({"cases": [twin]}, sort_keys=False), "fuzz.yaml")
     try:
-        status = evaluate(cases[0], Quiet(adapter), known).status
+        status = evaluate(cases[0], quiet(adapter), known).status
     finally:
         forget(cases[0])
     if status is not Status.PASS:
@@ -314,7 +314,7 @@ def run_entry(entry: dict, adapters, known=(), on_harness=None, report: bool = T
         for adapter in adapters:
             try:
                 with _Stage("the engine (inputs, oracle, comparison, explanation)", entry, adapter.name):
-                    result = evaluate(case, Quiet(adapter), known)  # expected numeric warnings dropped
+                    result = evaluate(case, quiet(adapter), known)  # expected numeric warnings dropped
                 _check_result(result, entry, adapter.name)
                 if result.status is Status.FAIL and result.explanation and result.explanation.cause == "unexplained":
                     with _Stage("the layout check (its channels_first twin)", entry, adapter.name):
