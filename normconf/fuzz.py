@@ -204,7 +204,7 @@ def values_per_slice(op: str, shape: list[int], params: dict) -> int | None:
 
 def layout_explanation(entry: dict, adapter, known=()) -> Explanation | None:
     """The explainer varies the math, not the memory: a channels_last fail whose channels_first
-    twin passes is a layout misread (DESIGN.md's ``reduction_axes``), e.g. a gradient read in the
+    twin passes is a layout misread (docs/causes.md's ``layout_misread``), e.g. a gradient read in the
     wrong memory order. None where the case is channels_first or its twin does not pass."""
     if entry["input"].get("layout") != "channels_last":
         return None
@@ -216,7 +216,7 @@ def layout_explanation(entry: dict, adapter, known=()) -> Explanation | None:
         forget(cases[0])
     if status is not Status.PASS:
         return None
-    return Explanation(cause="reduction_axes", detail="wrong in channels_last, right with the same case in "
+    return Explanation(cause="layout_misread", detail="wrong in channels_last, right with the same case in "
                        "channels_first: the framework misreads the channels_last memory")
 
 
