@@ -5,7 +5,8 @@
 >>> from normconf import oracle
 >>> from normconf.explain import explain
 >>> from normconf.inputs import generate
->>> case = load_text("cases: [{id: a, op: instance_norm, input: {shape: [2, 3, 5, 5], dtype: float64}}]", "d.yaml")[0][0]
+>>> case = load_text("cases: [{id: a, op: instance_norm, input: {shape: [2, 3, 5, 5], dtype: float64}}]",
+...                  "d.yaml")[0][0]
 >>> inputs = generate(case)
 >>> expected = oracle.reference(case, inputs)
 >>> actual = oracle.reference(case.with_params(variance="unbiased"), inputs)

@@ -131,7 +131,9 @@ def with_moments(factory, *args) -> Callable:
     def fn(case, inputs):
         fn.moments = factory(*args)
         return varied(case, inputs, oracle.Variation(moments=fn.moments))
-    fn.moments = None
+    # mypy does not model attributes set on a function object (python/mypy#2087); fn.moments is read
+    # with getattr by the explainer
+    fn.moments = None  # type: ignore[attr-defined]
     return fn
 
 

@@ -55,7 +55,8 @@ def implied(ex, case: Case, inputs: dict, todo: list, checks) -> list[Variant]:
         return []
     if np.asarray(inputs["x"]).size == 0:  # an empty batch: no values whose sums could be off
         return []
-    looks, reproduced = {}, {}
+    looks = {}
+    reproduced: dict[str, float] = {}  # output -> its ratio to the tolerance under the implied model
     for name in todo:
         if name == "y":
             looks[name] = y_records(ex, case, inputs, reproduced)
@@ -140,7 +141,8 @@ def _slice_fit(ex, case: Case, inputs: dict):
     t = tol(ex.tolerance, "y")
     with np.errstate(all="ignore"):
         scale = back(np.broadcast_to(np.where(finite, np.abs(forward(a)), 0).max(axis=ax, keepdims=True), z.shape))
-        allowed = t["atol"] + t["rtol"] * np.where(np.isfinite(y_hat), np.abs(y_hat), 0.0) + 4 * UNIT[case.dtype] * scale
+        allowed = (t["atol"] + t["rtol"] * np.where(np.isfinite(y_hat), np.abs(y_hat), 0.0)
+                   + 4 * UNIT[case.dtype] * scale)
         diff = np.where(np.isnan(y_hat) & np.isnan(a), 0.0, np.abs(y_hat - a))
         diff = np.where(np.isnan(diff), np.inf, diff)
         ratio = float(np.max(diff / np.maximum(allowed, 1e-300))) if diff.size else 0.0
@@ -161,7 +163,8 @@ def channel_records(ex, case: Case, inputs: dict, name: str):
         m = 1.0 if p["momentum"] is None else p["momentum"]
         if m == 0:
             return None
-        old = np.asarray(inputs["running_var" if name == "running_var" else "running_mean"], dtype=np.float64).reshape(-1)
+        old = np.asarray(inputs["running_var" if name == "running_var" else "running_mean"],
+                         dtype=np.float64).reshape(-1)
         implied_values = (a - (1 - m) * old) / m
         ddof = oracle.DDOF[p["running_variance"]]
     elif case.op == "channel_stats" and p["method"] == "pooled":

@@ -142,7 +142,9 @@ class Explainer:
         (True) or without (False) an eps that is no common value."""
         ok = [v for v in self.evaluated if v.ok and v.tier in tiers
               and (odd is None or bool(v.extra.get("odd_eps")) == odd)]
-        return min(ok, key=lambda v: (v.extra.get("fit", math.inf), v.score, not v.extra.get("underflow"))) if ok else None
+        if not ok:
+            return None
+        return min(ok, key=lambda v: (v.extra.get("fit", math.inf), v.score, not v.extra.get("underflow")))
 
     def tied(self, hit: Variant) -> list[Variant]:
         """Variants of other causes that reproduce the outputs about as closely as ``hit`` (see
@@ -167,7 +169,8 @@ class Explainer:
         checks = causes.hooks("implied")
         for base in [None] + [v for v in self.variants("discrete") if v.fn is None]:
             if base is None:
-                case, inputs, todo, residual = self.case, self.inputs, list(self.bad), {}
+                case, inputs, todo = self.case, self.inputs, list(self.bad)
+                residual: dict[str, float] = {}
             else:
                 case = self.case.with_params(**base.changes) if base.changes else self.case
                 inputs = {k: val for k, val in self.inputs.items() if k not in base.drop}
@@ -223,7 +226,8 @@ class Explainer:
                    and all(v.residual.get(n, math.inf) <= 1 for n in self.names if n not in self.bad)]
         stats = diagnostic.stats(self)
         if partial:
-            return self.partial(min(partial, key=lambda v: (-sum(v.residual[n] <= 1 for n in self.bad), v.tier, v.score)),
+            return self.partial(min(partial, key=lambda v: (-sum(v.residual[n] <= 1 for n in self.bad), v.tier,
+                                                            v.score)),
                                 candidates, stats)
         return {"cause": "unexplained", "detail": diagnostic.unexplained_text(self, stats), "params": {},
                 "outputs": list(self.bad), "residual": {}, "candidates": candidates, "stats": stats}
@@ -247,7 +251,8 @@ class Explainer:
         """A variant that reproduces some failing outputs, the others named unexplained."""
         got = [n for n in self.bad if v.residual[n] <= 1]
         rest = [n for n in self.bad if n not in got]
-        out = {"cause": v.cause, "detail": f"{v.detail(self)} (explains {', '.join(got)}; {', '.join(rest)} unexplained)",
+        out = {"cause": v.cause,
+               "detail": f"{v.detail(self)} (explains {', '.join(got)}; {', '.join(rest)} unexplained)",
                "params": clean(v.params), "outputs": got, "unexplained_outputs": rest,
                "residual": clean(v.residual), "candidates": [c for c in candidates if c["cause"] != v.cause or
                                                             c["params"] != clean(v.params)][:5],

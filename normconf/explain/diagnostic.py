@@ -18,8 +18,9 @@ def stats(ex) -> dict:
         big = both & (np.abs(e) > 1e-3 * (np.abs(e[both]).max() if both.any() else 0))
         with np.errstate(all="ignore"):
             ratio = a[big] / e[big]
-        entry = {"nan_actual": int(np.isnan(a).sum()), "nan_expected": int(np.isnan(e).sum()),
-                 "inf_actual": int(np.isinf(a).sum())}
+        # counts (int) and figures (float) side by side
+        entry: dict[str, float] = {"nan_actual": int(np.isnan(a).sum()), "nan_expected": int(np.isnan(e).sum()),
+                                   "inf_actual": int(np.isinf(a).sum())}
         if ratio.size:
             q10, q50, q90 = np.quantile(ratio, [0.1, 0.5, 0.9])
             entry.update(ratio_median=float(q50), ratio_spread=float(q90 - q10))

@@ -23,7 +23,9 @@ def op_axes(case: Case, ndim: int) -> tuple[int, ...]:
 def geometry(case: Case, x: np.ndarray, axes=None):
     """``(forward, axes, back)``: ``forward(x)`` is x as the op normalizes it (group_norm groups the
     channels), ``axes`` the reduced dims, ``back`` undoes ``forward``."""
-    ident = lambda a: a
+    def ident(a):
+        return a
+
     if case.op == "group_norm" and axes is None:
         g = case.params["groups"]
         n, c = x.shape[:2]

@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import functools
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
 HOOKS = ("discrete", "computed", "fitted", "implied", "fallback")
 
@@ -85,12 +87,12 @@ def in_search_order() -> tuple[Cause, ...]:
     return tuple(sorted(REGISTRY, key=lambda c: c.search))
 
 
-def hooks(name: str) -> tuple[tuple[str, object], ...]:
+def hooks(name: str) -> tuple[tuple[str, Callable[..., Any]], ...]:
     """``(cause id, hook)`` of every cause that has hook ``name``, in search order."""
     return _hooks(REGISTRY, name)
 
 
 @functools.lru_cache(maxsize=64)
-def _hooks(registry: tuple[Cause, ...], name: str) -> tuple[tuple[str, object], ...]:
+def _hooks(registry: tuple[Cause, ...], name: str) -> tuple[tuple[str, Callable[..., Any]], ...]:
     # an explanation asks a few dozen times; the table (the key) changes only in tests
     return tuple((c.id, h) for c in sorted(registry, key=lambda c: c.search) if (h := c.hook(name)) is not None)

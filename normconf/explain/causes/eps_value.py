@@ -62,9 +62,10 @@ def fitted(ex, case: Case, inputs: dict, base: Variant | None) -> list[Variant]:
         v = Variant("eps_value", {"eps": e, "fitted": fit}, text, changes={"eps": e}, tier=1)
         v.extra["odd_eps"] = e not in NICE_EPS
         if base is not None:
-            v = pair(base, v)
-            if v is None:
+            paired = pair(base, v)
+            if paired is None:
                 continue
+            v = paired
         out.append(v)
     return out
 
@@ -76,7 +77,9 @@ def _per_slice(ex, case: Case, inputs: dict):
     if case.op == "batch_norm" and (not p["training"] or p["eval_after"]):
         # y normalized with running statistics: the given ones, or (eval_after) those after training
         stats = oracle.running_stats(case, inputs, op_axes(case, x.ndim)) if p["training"] else inputs
-        chan = lambda v: np.asarray(v, dtype=np.float64).reshape((1, -1) + (1,) * (x.ndim - 2))
+        def chan(v):
+            return np.asarray(v, dtype=np.float64).reshape((1, -1) + (1,) * (x.ndim - 2))
+
         dev = x - chan(stats["running_mean"])
         var = chan(stats["running_var"])
         ax = op_axes(case, x.ndim)
@@ -105,9 +108,11 @@ def underflow_text(ex, v: Variant) -> str:
         forward, ax, _ = geometry(case, ex.x)
         var = oracle._moments(forward(ex.x), ax, oracle.DDOF[case.params["variance"]])[2]
     zero = int((round_to_dtype(var, dt) == 0).sum())
-    tiny = 2.0 ** -24 if dt == "float16" else 2.0 ** -133 if dt == "bfloat16" else float(np.finfo(dt).smallest_subnormal)
+    tiny = (2.0 ** -24 if dt == "float16" else 2.0 ** -133 if dt == "bfloat16"
+            else float(np.finfo(dt).smallest_subnormal))
     head = (f"eps {eps:g} is 0 in {dt} (under half its smallest subnormal, {tiny:.3g}): added to the variance in "
             f"{dt}, eps does not take effect (eps 0)")
     if zero:
-        return f"{head}; var + eps = 0 in {zero} of {var.size} slice(s) of zero variance, where y = 0/0 = NaN instead of 0"
+        return (f"{head}; var + eps = 0 in {zero} of {var.size} slice(s) of zero variance, "
+                "where y = 0/0 = NaN instead of 0")
     return f"{head}; y = (x - mean) / sqrt(var)"

@@ -17,7 +17,8 @@ from ..variant import Variant
 def computed(ex) -> list[Variant]:
     """Two-pass sums in the input dtype (the summations NumPy, loops and trees give), the variance's
     sum alone (``np.var`` of float16), and the mean rounded to a 16-bit dtype before x - mean."""
-    case, dt, out = ex.case, ex.case.dtype, []
+    case, dt = ex.case, ex.case.dtype
+    out: list[Variant] = []
     if case.op not in STAT_OPS + ("channel_stats",) or (case.op == "batch_norm" and not case.params["training"]):
         return out
     if dt == "float64":
@@ -45,7 +46,8 @@ def text(ex, v: Variant) -> str:
             shift = np.abs(round_to_dtype(mean, dt) - mean) / np.sqrt(var + ex.case.params.get("eps", 0.0))
         return (f"x - mean with the mean rounded to {dt} (u = {UNIT[dt]:.3g}, |mean| up to {np.abs(mean).max():.3g}): "
                 f"y off by up to |round(mean) - mean| / std = {np.nanmax(shift):.3g}")
-    head = f"{'the variance' if v.params.get('only') else 'sums'} accumulated in {dt} ({v.params['sum']}, u = {UNIT[dt]:.3g})"
+    head = (f"{'the variance' if v.params.get('only') else 'sums'} accumulated in {dt} "
+            f"({v.params['sum']}, u = {UNIT[dt]:.3g})")
     s = stat_summary(ex, v)
     if s is None:
         return head

@@ -12,7 +12,8 @@ from ..variant import Variant
 
 def computed(ex) -> list[Variant]:
     """Every computing dtype (the input's, and float32 for 16-bit inputs), summation and clipping."""
-    case, dt, out = ex.case, ex.case.dtype, []
+    case, dt = ex.case, ex.case.dtype
+    out: list[Variant] = []
     if case.op not in STAT_OPS + ("channel_stats",) or (case.op == "batch_norm" and not case.params["training"]):
         return out
     for cd in [dt] + (["float32"] if dt in ("float16", "bfloat16") else []):
@@ -88,14 +89,16 @@ def _check(recs, cd: str, u_acc: float) -> dict | None:
     params = {"dtype": cd, "u": u, "implied": True}
     detail = f"var = E[x^2] - E[x]^2 in {cd} (u = {u:.3g}), implied by the outputs"
     if worst is not None:
-        detail += (f": variance off by up to {worst['err']:.3g} (true {worst['var']:.3g}, E[x^2] = {worst['ex2']:.3g}), "
+        detail += (f": variance off by up to {worst['err']:.3g} "
+                   f"(true {worst['var']:.3g}, E[x^2] = {worst['ex2']:.3g}), "
                  f"within {worst['c']:.0f} u E[x^2] = {worst['bound']:.3g} and beyond a two-pass error")
         params.update({"max_var_error": worst["err"], "var": worst["var"], "E[x^2]": worst["ex2"],
                        "bound": worst["bound"]})
     found = states(recs)
     if found:
-        detail += f"; {found}: E[x^2] up to {max(r['ex2'] for r in recs):.3g}, x^2 up to {max(r['maxsq'] for r in recs):.3g} " \
-                f"(largest {cd} {big:.5g}), so the difference goes negative or overflows"
+        detail += (f"; {found}: E[x^2] up to {max(r['ex2'] for r in recs):.3g}, "
+                   f"x^2 up to {max(r['maxsq'] for r in recs):.3g} "
+                   f"(largest {cd} {big:.5g}), so the difference goes negative or overflows")
         params.update(nan_slices=sum(r["state"] == "nan" for r in recs),
                       inf_slices=sum(r["state"] == "inf_var" for r in recs))
     return {"params": params, "text": detail}

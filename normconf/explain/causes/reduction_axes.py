@@ -57,8 +57,9 @@ def _axis_sets(case, r: int) -> dict:
     sets = {tuple(range(1, r)): "layer_norm axes, every dim but N", tuple(range(2, r)): "instance_norm axes",
             (0,) + tuple(range(2, r)): "batch_norm axes", (r - 1,): "the last dim only", (1,): "C only"}
     for d in range(2, r):  # the channel axis read as canonical dim d (a layout misread)
-        label = f"channel axis read as dim {d}" + (" (channels_last memory read as channels_first)" if d == 2 else
-                                                    " (channels_first memory read as channels_last)" if d == r - 1 else "")
+        label = f"channel axis read as dim {d}" + (
+            " (channels_last memory read as channels_first)" if d == 2 else
+            " (channels_first memory read as channels_last)" if d == r - 1 else "")
         keep = (0, d) if op == "instance_norm" else (d,) if op == "batch_norm" else None
         if keep is not None:
             sets.setdefault(tuple(a for a in range(r) if a not in keep), label)
