@@ -40,12 +40,15 @@ def test_compare_finds_a_differing_status_with_both_ratios():
 
 
 def test_compare_counts_moved_numbers_and_items_the_reference_lacks():
-    ref = doc(result("f/a", "jax", "pass", 0.2, max_abs=1e-7), result("f/b", "jax", "pass", 0.3, max_ulp=2.0))
+    ref = doc(result("f/a", "jax", "pass", 0.2, max_abs=1e-7), result("f/b", "jax", "pass", 0.3, max_ulp=2.0),
+              result("f/c", "jax", "expected", 3e5, max_abs=0.1))
     new = doc(result("f/a", "jax", "pass", 0.6, max_abs=3e-7), result("f/b", "jax", "pass", 0.3, max_ulp=2.0),
-              result("f/new", "jax", "pass"))
+              result("f/c", "jax", "expected", 1e6, max_abs=0.3), result("f/new", "jax", "pass"))
     d = profiles.compare(ref, new)
-    assert d["differing"] == [] and d["moved"] == 1 and d["only_here"] == ["f/new[jax]"]
-    assert d["moved_max"]["case"] == "f/a" and d["moved_max"]["change"] == pytest.approx(0.4)
+    assert d["differing"] == [] and d["moved"] == 2 and d["only_here"] == ["f/new[jax]"]
+    # the moved item that ends nearest a flip, not the one whose (huge, by design) ratio moved most
+    closest = d["moved_closest"]
+    assert (closest["case"], closest["reference_ratio"], closest["ratio"]) == ("f/a", 0.2, 0.6)
     # a scoped profile runs fewer items than the reference: the others are not "differing"
     assert profiles.compare(ref, doc(result("f/a", "jax", "pass", 0.2)))["compared"] == 1
 

@@ -263,6 +263,15 @@ def _either_accepted(a: dict, b: dict) -> bool:
             and {a.get("status"), b.get("status")} <= {"pass", "expected"})
 
 
+def _log_distance(x):
+    """|log x|: how far an error / tolerance (or margin) is from 1, the point where a verdict flips."""
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return abs(math.log(x)) if x > 0 and math.isfinite(x) else None
+
+
 def compare(reference: dict, other: dict) -> dict:
     """Per-item comparison of two conformance.json documents (``other`` against ``reference``).
 
@@ -271,7 +280,8 @@ def compare(reference: dict, other: dict) -> dict:
     statuses, ratios, margins and reasons); ``accepted``: the same for flips between ``pass`` and
     ``expected`` under one ``platform_dependent`` known entry, which accepts either outcome by
     design (they do not fail the tool); ``moved``: items with the same status whose max_abs or
-    max_ulp changed, and ``moved_max``, the one whose ratio changed most; ``only_here``: items the
+    max_ulp changed, and ``moved_closest``, the moved item that ends closest to a flip (its margin, or
+    else its error / tolerance, nearest 1 on a log scale); ``only_here``: items the
     reference lacks; ``changed``: items whose case, or the known entry both results name, was edited
     between the two runs (not compared: that difference would not be the machine's).
 
@@ -283,7 +293,7 @@ def compare(reference: dict, other: dict) -> dict:
     ref = {(r["case"], r["adapter"]): r for r in reference.get("results") or []}
     results = other.get("results") or []
     out = {"items": len(results), "compared": 0, "differing": [], "accepted": [], "moved": 0,
-           "moved_max": None, "only_here": [], "changed": []}
+           "moved_closest": None, "only_here": [], "changed": []}
     for r in results:
         key = (r["case"], r["adapter"])
         base = ref.get(key)
@@ -304,11 +314,13 @@ def compare(reference: dict, other: dict) -> dict:
             out["accepted" if _either_accepted(base, r) else "differing"].append(record)
         elif _numbers(base) != _numbers(r):
             out["moved"] += 1
-            if a is not None and b is not None and not (math.isnan(a) or math.isnan(b)):
-                change = abs(b - a)
-                if out["moved_max"] is None or change > out["moved_max"]["change"]:
-                    out["moved_max"] = {"case": key[0], "adapter": key[1], "status": r.get("status"),
-                                        "reference_ratio": a, "ratio": b, "change": change}
+            ma, mb = base.get("margin"), r.get("margin")
+            closeness = _log_distance(mb if isinstance(mb, (int, float)) else b)
+            best = out["moved_closest"]
+            if closeness is not None and (best is None or closeness < best["distance"]):
+                out["moved_closest"] = {"case": key[0], "adapter": key[1], "reference": base.get("status"),
+                                        "status": r.get("status"), "reference_ratio": a, "ratio": b,
+                                        "reference_margin": ma, "margin": mb, "distance": closeness}
     return out
 
 
@@ -410,7 +422,9 @@ def run_pytest(p: Profile, folder: Path, base_cmd: list[str], adapters: str | No
     record = {"seconds": round(time.perf_counter() - start, 1), "pytest_exit": rc, "report": str(report),
               "log": str(log), "command": " ".join(cmd)}
     tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()
-    record["pytest_summary"] = tail[-1] if tail else ""
+    # pytest's own summary line ("3 failed, 40 passed in 9.1s"), which a crash after it does not hide
+    done_line = [ln for ln in tail if re.search(r"\d+ (passed|failed|skipped|xfailed|errors?)\b.* in [\d.]+s", ln)]
+    record["pytest_summary"] = (done_line or tail or [""])[-1].strip("= ")
     fresh = report.exists() and report.stat().st_mtime >= started
     if rc not in (0, 1) or not fresh:
         why = "pytest collected nothing" if rc == 5 else f"pytest exited {rc}" + ("" if fresh else " and wrote no conformance.json")
@@ -536,6 +550,8 @@ def main(argv=None) -> int:
               + (f"; {len(rec['only_here'])} not in the reference run" if rec["only_here"] else ""), flush=True)
         for d in rec["differing"]:
             print(f"      {flip_text(d)}", flush=True)
+        if rec["moved_closest"]:
+            print(f"      moved closest to a flip: {flip_text(rec['moved_closest'])}", flush=True)
 
     print(f"\n{'profile':<15} {'items':>6} {'differing':>9} {'accepted':>8} {'moved':>6} {'time':>8}  env")
     for rec in summary:
