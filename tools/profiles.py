@@ -34,7 +34,7 @@ Profiles (``--list`` shows which ones apply on this machine and why the others d
     reads XLA_FLAGS too; its adapter runs eagerly, so XLA does not compile its ops). jaxlib 0.10.2
     aborts the process on an unknown flag name but only warns on an unknown ISA value; the tool
     checks that JAX starts under the flags before running. ``AVX`` is a CPU without FMA (Sandy
-    Bridge): codegen changes (the dumped kernels use 128-bit registers and no FMA).
+    Bridge): codegen changes (the dumped kernels use 128-bit registers in part, and no FMA).
     ``xla-sse4_2`` is not run by default: with it, jaxlib 0.10.2 cannot compile a float16
     conversion (``LLVM compilation error: Symbols not found: [ __extendhfsf2 ]``), so every float16
     JAX item would be an ``error`` that says nothing about numerics.
