@@ -155,8 +155,9 @@ def profiles(m: dict, n: int = 0) -> list[Profile]:
     avx512 = {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags
     torch_check = ("import torch; print(f'torch dispatches to {torch.backends.cpu.get_cpu_capability()}, "
                    "{torch.get_num_threads()} threads')")
-    threads_check = ("import os, importlib.util as u\nn = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') "
-                     "else os.cpu_count()\nt = __import__('torch').get_num_threads() if u.find_spec('torch') else '-'\n"
+    threads_check = ("import os, importlib.util as u\n"
+                     "n = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()\n"
+                     "t = __import__('torch').get_num_threads() if u.find_spec('torch') else '-'\n"
                      "print(f'{n} usable CPU(s), torch {t} thread(s)')")
     xla_check = ("import jax, jax.numpy as jnp; jnp.ones(3).sum().block_until_ready(); "
                  "print('XLA started under XLA_FLAGS on', jax.devices()[0].platform)")
@@ -186,14 +187,16 @@ def profiles(m: dict, n: int = 0) -> list[Profile]:
                        {"TF_ENABLE_ONEDNN_OPTS": "0"}, ("tensorflow",), check=tf_check))
     out.append(Profile("tf-onednn-avx2", "oneDNN kernels for at most AVX2", {"ONEDNN_MAX_CPU_ISA": "AVX2"},
                        ("tensorflow",), check=tf_check,
-                       why_not=not_x86 or (None if "avx512f" in flags else "the CPU has no AVX-512: oneDNN already stops at AVX2")))
+                       why_not=not_x86 or (None if "avx512f" in flags
+                                           else "the CPU has no AVX-512: oneDNN already stops at AVX2")))
     npy = m.get("numpy")
     for name, pick, doc in (("numpy-avx2", _above_avx2, "NumPy without its dispatched targets above AVX2"),
                             ("numpy-baseline", lambda _: True, "NumPy's baseline loops only (no dispatched target)")):
         off, why = [], "NumPy's dispatch targets could not be read"
         if npy:
             off = [t for t in npy["dispatch"] if pick(t) and npy["features"].get(t)]
-            why = None if off else f"this CPU runs none of NumPy's dispatch targets {' '.join(npy['dispatch']) or '(none)'} that it would switch off"
+            targets = " ".join(npy["dispatch"]) or "(none)"
+            why = None if off else f"this CPU runs none of NumPy's dispatch targets {targets} that it would switch off"
         check = ("import os\ntry:\n from numpy._core import _multiarray_umath as m\nexcept ImportError:\n"
                  " from numpy.core import _multiarray_umath as m\n"
                  "d = os.environ['NPY_DISABLE_CPU_FEATURES'].split()\n"
@@ -380,7 +383,8 @@ def run_check(p: Profile) -> tuple[str | None, str | None]:
     if proc.returncode != 0:
         # the message: from the last line that names an error (a Python exception, an absl FATAL
         # "F1130 ... Unknown flag in XLA_FLAGS") through its continuation lines (NumPy's run over three)
-        at = max([i for i, ln in enumerate(lines) if re.search(r"(Error|Warning)\b|Unknown|^F\d{4} ", ln)] or [len(lines) - 1])
+        named = [i for i, ln in enumerate(lines) if re.search(r"(Error|Warning)\b|Unknown|^F\d{4} ", ln)]
+        at = max(named or [len(lines) - 1])
         why = " ".join(ln.strip() for ln in lines[at:at + 3] if not ln.startswith(("***", "  File"))) if lines else ""
         return None, f"the framework refused {p.describe()}: {why[:400]} (exit {proc.returncode})"
     out = [ln for ln in proc.stdout.splitlines() if ln.strip()]
@@ -427,7 +431,8 @@ def run_pytest(p: Profile, folder: Path, base_cmd: list[str], adapters: str | No
     record["pytest_summary"] = (done_line or tail or [""])[-1].strip("= ")
     fresh = report.exists() and report.stat().st_mtime >= started
     if rc not in (0, 1) or not fresh:
-        why = "pytest collected nothing" if rc == 5 else f"pytest exited {rc}" + ("" if fresh else " and wrote no conformance.json")
+        why = ("pytest collected nothing" if rc == 5
+               else f"pytest exited {rc}" + ("" if fresh else " and wrote no conformance.json"))
         record["error"] = f"{why}; last lines of {log}:\n" + "\n".join(tail[-15:])
     return record
 
