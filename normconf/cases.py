@@ -46,7 +46,7 @@ GENERATOR_DEFAULTS = {"normal": {"mean": 0.0, "std": 1.0}, "uniform": {"low": 0.
                       "constant": {"value": 0.0}}
 INPUT_DEFAULTS = {"layout": "channels_first", "dtype": "float32", "generator": {"dist": "normal"}}
 
-# Which parameters each op takes, and their canonical defaults (DESIGN.md). ``REQUIRED`` has no default.
+# Which parameters each op takes, and their canonical defaults (docs/case-format.md). ``REQUIRED`` has no default.
 REQUIRED = object()
 # grad: also the gradients of sum(y * grad_output) (every op but channel_stats); grad_output: the
 # upstream gradient, shaped like y, {generator: ...} or literal (None: normal(0, 1) with seed 1000).
@@ -298,7 +298,7 @@ class Case:
 
 
 def outputs_of(op: str, params: Mapping) -> tuple[str, ...]:
-    """The output names of a case of ``op`` with validated ``params`` (DESIGN.md, "Output names").
+    """The output names of a case of ``op`` with validated ``params`` (docs/case-format.md, "Outputs").
 
     >>> outputs_of("batch_norm", {"training": False, "grad": True, "weight": [1.0], "bias": None})
     ('y', 'grad_x', 'grad_weight')

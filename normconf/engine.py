@@ -332,7 +332,7 @@ def _explanation(found) -> Explanation | None:
     return Explanation.from_json(found)
 
 
-# The cause id a declared native convention amounts to (DESIGN.md, "Explaining a mismatch").
+# The cause id a declared native convention amounts to (docs/adapters.md, "Native conventions and their causes").
 NATIVE_CAUSE = {"variance": "variance_divisor", "running_variance": "running_variance_estimator",
                 "eps": "eps_value", "momentum": "momentum_convention", "method": "per_image_std"}
 

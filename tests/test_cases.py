@@ -188,7 +188,7 @@ def test_python_tags_are_refused_and_run_no_code(tmp_path):
 
 
 def test_python_tag_error_names_the_tag_case_and_spares_the_other_cases():
-    # DESIGN.md: a malformed case names file, case id, key, what was found; the other cases still run.
+    # docs/case-format.md: a malformed case names file, case id, key, what was found; the other cases still run.
     text = ("cases:\n" + BEFORE +
             "  - {id: b, op: instance_norm, input: {shape: [1, 2, 3], generator: !!python/object:os.system {}}}\n" + AFTER)
     cases, errors = load_text(text, FILE)
@@ -388,8 +388,8 @@ def test_doc_defaults_of_a_minimal_case():
     assert case.generator == {"dist": "normal", "mean": 0.0, "std": 1.0, "seed": 0}
     design = {"eps": 1.0e-5, "variance": "biased", "weight": None, "bias": None, "training": True,
               "momentum": 0.1, "running_mean": None, "running_var": None, "running_variance": "biased", "steps": 1}
-    assert {k: case.params[k] for k in design} == design  # DESIGN.md's canonical defaults
-    # keys beyond DESIGN.md's table are this project's extensions (README), all off by default
+    assert {k: case.params[k] for k in design} == design  # the canonical defaults of docs/case-format.md
+    # keys beyond the original table are this project's extensions (README), all off by default
     assert all(not case.params[k] for k in set(case.params) - set(design))
     assert case.outputs == ("y", "running_mean", "running_var")
 

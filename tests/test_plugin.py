@@ -524,7 +524,7 @@ def test_conformance_json(status_run):
 
 
 def test_wrong_divisor_is_explained(status_run):
-    # DESIGN.md "Explaining a mismatch": the n-1 divisor is found and named, in JSON and in the failure.
+    # docs/causes.md: the n-1 divisor is found and named, in JSON and in the failure.
     pytester, reprec, outcomes = status_run
     results = {(r["case"], r["adapter"]): r for r in report(pytester)["results"]}
     explanation = results[("status/plain", "user-n-minus-1")]["explanation"]
