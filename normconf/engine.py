@@ -161,10 +161,13 @@ def evaluate(case: Case, adapter: Adapter, known: Sequence[Known] = ()) -> Resul
     """Run ``adapter`` on ``case`` and judge it. Returns its :class:`~normconf.records.Result`, with
     ``arrays`` (the adapter's outputs, canonical order), which is not serialized."""
     result = record(case, adapter.name)
-    reason = adapter.available()
-    if reason:
-        return result.judged(Status.UNAVAILABLE, reason)
-    reason = adapter.unsupported(case)
+    try:  # an adapter's hooks are its code too: an exception there is this item's error, nothing more
+        reason = adapter.available()
+        if reason:
+            return result.judged(Status.UNAVAILABLE, reason)
+        reason = adapter.unsupported(case)
+    except Exception as exc:
+        return _hook_error(result, adapter, exc)
     if reason:
         return result.judged(Status.UNSUPPORTED, reason)
     base = context(case)
@@ -187,7 +190,10 @@ def evaluate(case: Case, adapter: Adapter, known: Sequence[Known] = ()) -> Resul
         return result.judged(Status.ERROR, f"{adapter.name} raised {type(exc).__name__}: {exc}")
     result.seconds = time.perf_counter() - start
 
-    missing = adapter.unsupported_outputs(case)
+    try:
+        missing = adapter.unsupported_outputs(case)
+    except Exception as exc:
+        return _hook_error(result, adapter, exc)
     wanted = [name for name in case.outputs if name not in missing]
     result.unsupported_outputs = {k: v for k, v in missing.items() if k in case.outputs}
     if not wanted:
@@ -282,6 +288,15 @@ def _known_record(entry: Known, observed: str) -> dict:
     mismatch it describes was seen here (``observed``: "mismatch" or "agrees")."""
     return {"index": entry.index, "cause": entry.cause, "reason": entry.reason, "link": entry.link,
             "platform_dependent": entry.platform_dependent, "observed": observed}
+
+
+def _hook_error(result: Result, adapter: Adapter, exc: Exception) -> Result:
+    """The error record of an item whose adapter raised outside ``run`` (in ``available``,
+    ``unsupported`` or ``unsupported_outputs``), with the last frames, like an exception in ``run``."""
+    result.traceback = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-3))
+    frames = traceback.extract_tb(exc.__traceback__)  # [0] is evaluate(), [1] the hook it called
+    hook = frames[1].name if len(frames) > 1 else "a hook"
+    return result.judged(Status.ERROR, f"{adapter.name} raised {type(exc).__name__} in {hook}(): {exc}")
 
 
 #: Inputs larger than this are explained on a slice (see :func:`_explain`).

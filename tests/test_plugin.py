@@ -854,3 +854,43 @@ def test_large_cases_count_as_not_run_only_with_large(fast):
     reprec, outcomes = inner(fast, "--large")
     assert outcomes == {"cases/big.yaml::big/big[numpy]": ("passed", "")}
     assert [(e["adapter"], e["op"], e["cases"]) for e in report(fast)["not_run"]] == [("recipe-000-numpy", "layer_norm", 1)]
+
+
+HOOKS_RAISE = '''
+from adapters.numpy_adapter import NumpyAdapter
+
+
+class RaisesInUnsupported(NumpyAdapter):
+    name = "raises-in-unsupported"
+
+    def unsupported(self, case):
+        raise ValueError("cannot decide")
+
+
+class RaisesInOutputs(NumpyAdapter):
+    name = "raises-in-outputs"
+
+    def unsupported_outputs(self, case):
+        raise KeyError("no such output table")
+'''
+
+
+def test_an_exception_in_an_adapters_hook_is_that_items_error_with_its_record(fast):
+    """unsupported() or unsupported_outputs() raising is an `error` item with a short failure text
+    and a record in conformance.json, like an exception in run(); nothing else is lost."""
+    fast.makepyfile(hook_adapters=HOOKS_RAISE)
+    write(fast, "cases/h.yaml", """\
+        defaults: {op: instance_norm, input: {shape: [2, 3, 4]}}
+        cases: [{id: a}, {id: b}, {id: c, input: {shape: [1, 2, 5]}}]
+        """)
+    result = text_run(fast, "--adapters", "numpy", "--adapter", "hook_adapters:RaisesInUnsupported",
+                      "--adapter", "hook_adapters:RaisesInOutputs")
+    result.assert_outcomes(passed=3, failed=6)
+    out = result.stdout.str()
+    assert "raises-in-unsupported raised ValueError in unsupported(): cannot decide" in out
+    assert "raises-in-outputs raised KeyError in unsupported_outputs()" in out
+    assert len(out.splitlines()) < 250  # the failure texts with their last frames, not pytest's tracebacks
+    records = report(fast)["results"]
+    assert len(records) == 9  # one record per item
+    assert sorted(r["status"] for r in records if r["adapter"] != "numpy") == ["error"] * 6
+    assert all(r["traceback"] for r in records if r["adapter"] != "numpy")
