@@ -166,10 +166,8 @@ def test_a_fail_rests_on_its_worst_failing_output_only():
     assert r["status"] == "fail" and r["verdict"] == "firm" and r["margin"] == pytest.approx(30.0)
 
 
-def test_an_expected_result_also_rests_on_the_outputs_that_agree(tmp_path):
-    c = case(BATCH)
-    entries = known(tmp_path, entry("at-*", outputs="[y]"))
-    # y excused far out; running_var agrees at 0.8 of its tolerance: it could fail elsewhere
+def _y_off_running_var_agreeing():
+    """An adapter whose y is off by 1 (far out) while running_var agrees at 0.8 of its tolerance."""
     cls = type("Two", (A["At"],), {"name": "at-two", "ratio": 0.8, "moved": ("running_var",)})
 
     class Both(cls):
@@ -177,6 +175,15 @@ def test_an_expected_result_also_rests_on_the_outputs_that_agree(tmp_path):
             out = super().run(case, inputs)
             out["y"] = out["y"] + 1.0
             return out
+
+    return Both
+
+
+def test_an_expected_result_also_rests_on_the_outputs_that_agree(tmp_path):
+    c = case(BATCH)
+    entries = known(tmp_path, entry("at-*", outputs="[y]"))
+    # y excused far out; running_var agrees at 0.8 of its tolerance: it could fail elsewhere
+    Both = _y_off_running_var_agreeing()
 
     r = evaluate(c, Both(), entries)
     assert r["status"] == "expected"
@@ -343,13 +350,7 @@ cases:
 
 def test_an_agreeing_output_the_excusing_entry_names_does_not_count(tmp_path):
     c = case(BATCH)
-    cls = type("Two", (A["At"],), {"name": "at-two", "ratio": 0.8, "moved": ("running_var",)})
-
-    class Both(cls):
-        def run(self, case, inputs):
-            out = super().run(case, inputs)
-            out["y"] = out["y"] + 1.0
-            return out
+    Both = _y_off_running_var_agreeing()
 
     # the entry names running_var too: were it to go out on another machine, it would be excused
     r = evaluate(c, Both(), known(tmp_path, entry("at-*", outputs="[y, running_var]")))
