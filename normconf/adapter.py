@@ -66,6 +66,10 @@ class Adapter:
     unsupported_ops: dict[str, str] = {}
     #: Reason per dtype the framework has no way to represent.
     unsupported_dtypes: dict[str, str] = {}
+    #: Case tags this adapter runs by default (empty: every case). An adapter whose items are slow to
+    #: make (a compiler, an exporter) gets items only for the cases tagged with one of these words
+    #: unless the run asks for ``--all-cases``; the others are listed once in ``not_run`` (``subset``).
+    default_subset: tuple[str, ...] = ()
 
     def available(self) -> str | None:
         """``None`` or why this adapter cannot run here; never imports the framework."""
@@ -111,6 +115,10 @@ class Adapter:
             return importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             return None
+
+    def in_default_subset(self, case: Case) -> bool:
+        """Whether ``case`` is in this adapter's default subset (always, without one)."""
+        return not self.default_subset or any(tag in case.tags for tag in self.default_subset)
 
     def describe(self) -> dict:
         reason = self.available()

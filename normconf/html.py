@@ -45,6 +45,8 @@ STATUS_TEXT = {"pass": "pass", "fail": "fail: out of tolerance",
                "error": "error: the adapter raised (or the case is wrong)",
                "unsupported": "unsupported by the framework",
                "unavailable": "unavailable here (module or device missing)"}
+# ``not_run`` statuses: a result's, and ``subset`` (cases outside an adapter's default subset).
+NOT_RUN_TEXT = {**STATUS_TEXT, "subset": "outside the adapter's default subset (--all-cases runs them)"}
 # The verdict filter's choices: a strict fragile verdict is one the run enforces (no platform_dependent entry).
 VERDICTS = ("firm", "fragile", "fragile, strict")
 # Heatmap colours: error / tolerance on a log scale, 1e-4 .. 1e4 in half decades (17 buckets).
@@ -173,7 +175,7 @@ def _filters(info, adapters) -> list[tuple[str, list[str]]]:
 def _not_run(entries: list[dict]) -> list[dict]:
     """The ``not_run`` entries as the page lists them: what got no items (no results, not failures)."""
     return [{"adapter": e.get("adapter") or "", "op": e.get("op") or "every op", "status": e.get("status") or "",
-             "text": STATUS_TEXT.get(e.get("status") or "", e.get("status") or ""), "cases": e.get("cases"),
+             "text": NOT_RUN_TEXT.get(e.get("status") or "", e.get("status") or ""), "cases": e.get("cases"),
              "reason": e.get("reason") or "", "every": e.get("op") is None} for e in entries]
 
 
@@ -194,7 +196,8 @@ def _overview(results, adapters, not_run=()) -> dict:
 
     skipped: dict[str, dict[str | None, dict]] = {}
     for e in not_run:
-        skipped.setdefault(e["adapter"], {})[None if e["every"] else e["op"]] = e
+        if e["status"] != "subset":  # the adapter ran its subset: its cells have results or stay empty
+            skipped.setdefault(e["adapter"], {})[None if e["every"] else e["op"]] = e
 
     def marks(row: str) -> list[tuple[str, str] | None]:
         mine = skipped.get(row, {})

@@ -101,7 +101,9 @@ def merge_not_run(lists: list[list[dict]], results: list[dict], cases: dict[str,
     it list the ops it has no API for themselves). Entries of several documents for the same
     (adapter, op, status) are kept once, in the order first seen, with the first one's reason and
     the largest ``cases``: the runs may have selected the same cases (a CPU and a GPU run), so a sum
-    could count a case twice; the largest is a lower bound.
+    could count a case twice; the largest is a lower bound. A ``subset`` entry (the cases an
+    adapter's default subset left out of a run) is always kept: the adapter ran other cases, and
+    which ones another document ran is not known from the entry.
 
     >>> cpu = [{"adapter": "torch-cuda", "op": None, "status": "unavailable", "cases": 4, "reason": "no GPU"},
     ...        {"adapter": "jax", "op": None, "status": "unavailable", "cases": 4, "reason": "no jax"}]
@@ -119,7 +121,7 @@ def merge_not_run(lists: list[list[dict]], results: list[dict], cases: dict[str,
     for entries in lists:
         for entry in entries:
             key = (entry["adapter"], entry.get("op"), entry["status"])
-            if (key[0], key[1]) in ran_pairs:
+            if key[2] != "subset" and (key[0], key[1]) in ran_pairs:
                 continue
             if key in kept:
                 kept[key]["cases"] = max(kept[key]["cases"], entry["cases"])

@@ -894,3 +894,55 @@ def test_an_exception_in_an_adapters_hook_is_that_items_error_with_its_record(fa
     assert len(records) == 9  # one record per item
     assert sorted(r["status"] for r in records if r["adapter"] != "numpy") == ["error"] * 6
     assert all(r["traceback"] for r in records if r["adapter"] != "numpy")
+
+
+# ----------------------------------------------------------------------------- default subsets
+
+SUBSET_ADAPTER = '''
+from adapters.numpy_adapter import NumpyAdapter
+
+
+class Slow(NumpyAdapter):
+    """NumPy's ops, but only the cases tagged `compiled` by default, as a compiled twin."""
+
+    name, default_subset = "slow", ("compiled",)
+'''
+
+SUBSET_CASES = """\
+cases:
+  - {id: tagged, op: layer_norm, input: {shape: [2, 3]}, tags: [compiled]}
+  - {id: other, op: layer_norm, input: {shape: [2, 3]}, tags: [edge]}
+  - {id: plain, op: instance_norm, input: {shape: [1, 2, 4]}}
+"""
+
+
+def test_default_subset_runs_tagged_cases_and_lists_the_rest_once(fast):
+    write(fast, "slow_adapter.py", SUBSET_ADAPTER)
+    write(fast, "cases/sub.yaml", SUBSET_CASES)
+    reprec, outcomes = inner(fast, "--adapters", "numpy", "--adapter", "slow_adapter:Slow")
+    assert {k for k in outcomes if k.endswith("[slow]")} == {"cases/sub.yaml::sub/tagged[slow]"}
+    assert sum(k.endswith("[numpy]") for k in outcomes) == 3  # an adapter without a subset runs every case
+    assert report(fast)["not_run"] == [
+        {"adapter": "slow", "op": None, "status": "subset", "cases": 2,
+         "reason": "runs the cases tagged `compiled` by default; --all-cases runs every case"}]
+    text = text_run(fast, "--adapters", "numpy", "--adapter", "slow_adapter:Slow").stdout.str()
+    assert "slow                       2 cases outside its default subset: runs the cases tagged `compiled`" in text
+    # --all-cases: every case, nothing left out
+    reprec, outcomes = inner(fast, "--adapters", "numpy", "--adapter", "slow_adapter:Slow", "--all-cases")
+    assert {k for k in outcomes if k.endswith("[slow]")} == {
+        f"cases/sub.yaml::sub/{c}[slow]" for c in ("tagged", "other", "plain")}
+    assert all(outcome == "passed" for outcome, _ in outcomes.values())
+    assert report(fast)["not_run"] == []
+
+
+def test_a_subset_entry_survives_a_merge_and_renders_as_not_run():
+    from normconf.html import render
+    from normconf.merge import merge_not_run
+
+    entry = {"adapter": "slow", "op": None, "status": "subset", "cases": 2, "reason": "runs the cases tagged `c`"}
+    ran = [{"case": "f/c", "adapter": "slow", "op": "layer_norm", "status": "pass"}]
+    assert merge_not_run([[entry], [dict(entry, cases=3)]], ran, {}) == [dict(entry, cases=3)]
+    doc = {"schema_version": 1, "environment": {"adapters": {"slow": {}}}, "cases": {}, "results": [],
+           "matrices": {}, "not_run": [entry]}
+    page = render(doc)
+    assert "outside the adapter&#39;s default subset" in page or "outside the adapter's default subset" in page

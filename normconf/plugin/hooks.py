@@ -30,6 +30,10 @@ def pytest_addoption(parser):
     group.addoption("--large", action="store_true", default=False,
                     help="also run the cases tagged `large` (cases/large.yaml: 1 GiB inputs, about 10 GiB of "
                          "memory and 15 minutes on 2 cores); without it they are skipped")
+    group.addoption("--all-cases", action="store_true", default=False,
+                    help="run every case on the adapters that run a tagged subset by default (the compiled and "
+                         "deployment adapters: `default_subset`); without it they run only the cases tagged "
+                         "`compiled` / `deploy` and list the rest once in not_run")
     group.addoption("--no-entry-points", action="store_true", default=False,
                     help="ignore adapters registered in the normconf.adapters entry-point group")
 

@@ -25,8 +25,9 @@ OUTCOME = {"pass": "passed", "fail": "failed", "stale": "failed", "error": "fail
 
 class CaseFile(pytest.File):
     """A case file: one item per (case, selected adapter), except the adapters that are unavailable
-    here (unless named on the command line) and those with no API for the case's op, which the run
-    lists once each instead (``not_run``)."""
+    here (unless named on the command line), those with no API for the case's op, and those whose
+    default subset leaves the case out (without ``--all-cases``), which the run lists once each
+    instead (``not_run``)."""
 
     def collect(self):
         state = self.config.stash[STATE]
@@ -37,7 +38,7 @@ class CaseFile(pytest.File):
         for case in cases:
             large = "large" in case.tags and not self.config.option.large
             for name in state.selected:
-                why = state.skip_reason(name, case.op)
+                why = state.skip_reason(name, case.op) or state.subset_reason(name, case)
                 if why:
                     if not large:  # a large case would not have run either (and had no record)
                         state.skip(name, case, why)

@@ -131,6 +131,16 @@ class State:
         reason = no_api(self.adapters[name], op)
         return ("unsupported", op, reason) if reason else None
 
+    def subset_reason(self, name: str, case) -> tuple[str, str | None, str] | None:
+        """``("subset", None, reason)`` when adapter ``name`` runs a tagged subset by default
+        (``default_subset``) that leaves ``case`` out, and the run did not ask for ``--all-cases``."""
+        adapter = self.adapters[name]
+        subset = tuple(getattr(adapter, "default_subset", ()) or ())
+        if not subset or self.config.option.all_cases or any(tag in case.tags for tag in subset):
+            return None
+        tags = " or ".join(f"`{t}`" for t in subset)
+        return "subset", None, f"runs the cases tagged {tags} by default; --all-cases runs every case"
+
     def skip(self, name: str, case, why: tuple) -> None:
         status, op, reason = why
         entry = self.skipped_pairs.setdefault((name, op), {"status": status, "reason": reason, "keys": []})

@@ -55,8 +55,9 @@ def status_lines(results: list[dict], adapters: list[str]) -> list[str]:
 
 
 def not_run_lines(not_run: list[dict] | None, adapters: dict) -> list[str]:
-    """What got no items, once per adapter: unavailable here (with the reason), or the ops it has no
-    API for with their case counts (a reason other than the standard one is quoted)."""
+    """What got no items, once per adapter: unavailable here (with the reason), the cases its default
+    subset leaves out (without ``--all-cases``), or the ops it has no API for with their case counts
+    (a reason other than the standard one is quoted)."""
     if not not_run:
         return []
     lines = ['not run (no items; "not_run" in conformance.json):']
@@ -66,7 +67,9 @@ def not_run_lines(not_run: list[dict] | None, adapters: dict) -> list[str]:
     for name, entries in by_adapter.items():
         for entry in (e for e in entries if e["status"] == "unavailable"):
             lines.append(f"  {name:<26} unavailable, {_cases(entry['cases'])}: {entry['reason']}")
-        ops = [e for e in entries if e["status"] != "unavailable"]
+        for entry in (e for e in entries if e["status"] == "subset"):
+            lines.append(f"  {name:<26} {_cases(entry['cases'])} outside its default subset: {entry['reason']}")
+        ops = [e for e in entries if e["status"] not in ("unavailable", "subset")]
         if not ops:
             continue
         adapter = adapters.get(name)
