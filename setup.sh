@@ -13,6 +13,16 @@ fi
 # normconf itself, editable: `normconf` and `adapters` import from anywhere (xdist workers, your
 # own adapter packages), and the `normconf` command exists
 .venv/bin/python -m pip install --quiet --no-deps -e .
+# torch.compile (the torch-compile adapter) builds its CPU kernels with a C++ compiler: Debian's g++.
+# Without one that adapter is unavailable and says why.
+if ! command -v g++ >/dev/null && ! command -v c++ >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ >/dev/null) \
+      || echo "setup: g++ not installed; the torch-compile adapter will be unavailable" >&2
+  else
+    echo "setup: not root (or no apt-get): g++ not installed; the torch-compile adapter will be unavailable" >&2
+  fi
+fi
 # Optional: Debian's Chromium for the HTML report's browser test (never a downloaded browser).
 # Needs root and apt; without it that test skips and says why.
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
