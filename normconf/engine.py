@@ -273,7 +273,7 @@ def evaluate(case: Case, adapter: Adapter, known: Sequence[Known] = ()) -> Resul
         result.judged(Status.PASS)
         if result.known:
             k = result.known
-            result.reason = (f"agrees here; known_discrepancies.yaml #{k['index']} is platform_dependent: "
+            result.reason = (f"agrees here; {k['file']} #{k['index']} is platform_dependent: "
                              f"its mismatch ([{k['cause']}]) is seen on other machines and accepted too")
     assert result.status is not None  # every branch above judged it
     margin = verdict_margin(result.status, result.outputs, failed, excused, native_matters, entries,
@@ -286,7 +286,7 @@ def evaluate(case: Case, adapter: Adapter, known: Sequence[Known] = ()) -> Resul
 def _known_record(entry: Known, observed: str) -> dict:
     """The ``known`` field of a result: the entry, whether it is platform dependent, and whether the
     mismatch it describes was seen here (``observed``: "mismatch" or "agrees")."""
-    return {"index": entry.index, "cause": entry.cause, "reason": entry.reason, "link": entry.link,
+    return {"index": entry.index, "file": entry.file, "cause": entry.cause, "reason": entry.reason, "link": entry.link,
             "platform_dependent": entry.platform_dependent, "observed": observed}
 
 

@@ -66,6 +66,9 @@ class Known:
     link: str
     index: int
     platform_dependent: bool = False
+    #: The file it comes from, as results and messages name it (``known_discrepancies.yaml`` for the
+    #: case folders' files, the path given for ``--known PATH``).
+    file: str = "known_discrepancies.yaml"
 
     def matches(self, case_key: str, adapter: str, dtype: str) -> bool:
         return (fnmatch.fnmatchcase(adapter, self.adapter) and fnmatch.fnmatchcase(case_key, self.case)
@@ -75,18 +78,25 @@ class Known:
         return self.outputs is None or output in self.outputs
 
     def label(self) -> str:
-        return f"known_discrepancies.yaml #{self.index} ({self.adapter} on {self.case})"
+        return f"{self.file} #{self.index} ({self.adapter} on {self.case})"
 
 
 class KnownError(Exception):
     pass
 
 
-def load(path: str | Path) -> list[Known]:
-    """The entries of a known-discrepancies file; a malformed entry is a :class:`KnownError`."""
+def load(path: str | Path, label: str | None = None, required: bool = False) -> list[Known]:
+    """The entries of a known-discrepancies file; a malformed entry is a :class:`KnownError`.
+    ``label`` names the file in results and messages (default: its name); ``required``: a missing
+    file is an error (``--known PATH``), not an empty list (a case folder without one)."""
     path = Path(path)
     if not path.exists():
+        if required:
+            raise KnownError(f"{path}: found no such file; allowed: a known-discrepancies YAML file "
+                             "(a mapping with 'entries:', docs/known-discrepancies.md)")
         return []
+    if not path.is_file():
+        raise KnownError(f"{path}: found a folder; allowed: a known-discrepancies YAML file")
     text = path.read_text(encoding="utf-8")
     try:
         doc = load_yaml(text) or {}
@@ -125,7 +135,7 @@ def load(path: str | Path) -> list[Known]:
         if not isinstance(platform_dependent, bool):
             raise bad("platform_dependent", platform_dependent, "true, false (default false)")
         known.append(Known(entry["adapter"], entry["case"], lists["outputs"], lists["dtypes"], entry["cause"],
-                           entry["reason"].strip(), entry["link"], i, platform_dependent))
+                           entry["reason"].strip(), entry["link"], i, platform_dependent, label or path.name))
     return known
 
 

@@ -946,3 +946,46 @@ def test_a_subset_entry_survives_a_merge_and_renders_as_not_run():
            "matrices": {}, "not_run": [entry]}
     page = render(doc)
     assert "outside the adapter&#39;s default subset" in page or "outside the adapter's default subset" in page
+
+
+# ----------------------------------------------------------------------------- --known PATH
+
+THIRD_PARTY_KNOWN = """\
+entries:
+  - adapter: user-n-minus-1
+    case: "basic/lit"
+    cause: variance_divisor
+    reason: the vendor kernel divides by n-1 (documented in its release notes)
+    link: https://example.org/vendor/notes
+"""
+
+
+def test_known_option_adds_a_third_party_file_named_in_results(fast):
+    write(fast, "cases/basic.yaml", BASIC)
+    write(fast, "vendor/known.yaml", THIRD_PARTY_KNOWN)
+    args = ("--adapters", "numpy", "--adapter", "user_adapters:WrongDivisor")
+    reprec, outcomes = inner(fast, *args)
+    assert outcomes["cases/basic.yaml::basic/lit[user-n-minus-1]"][0] == "failed"  # without it: a fail
+    reprec, outcomes = inner(fast, *args, "--known", "vendor/known.yaml")
+    outcome, why = outcomes["cases/basic.yaml::basic/lit[user-n-minus-1]"]
+    assert outcome == "xfailed" and "vendor/known.yaml #1 (user-n-minus-1 on basic/lit)" in why
+    (record,) = [r for r in report(fast)["results"] if r["adapter"] == "user-n-minus-1"]
+    assert record["known"]["file"] == "vendor/known.yaml" and record["known"]["index"] == 1
+    assert record["known"]["cause"] == "variance_divisor" and record["status"] == "expected"
+
+
+@pytest.mark.parametrize("given, text, message", [
+    ("vendor/none.yaml", None, "--known vendor/none.yaml: "),
+    ("vendor", None, "found a folder"),
+    ("vendor/bad.yaml", "entries: [{adapter: a, case: b, cause: no_such_cause, reason: r, link: https://x}]\n",
+     "entry #1: key 'cause': found 'no_such_cause'"),
+])
+def test_known_option_refuses_a_missing_or_malformed_file(fast, given, text, message):
+    write(fast, "cases/basic.yaml", BASIC)
+    (fast.path / "vendor").mkdir(exist_ok=True)
+    if text:
+        write(fast, given, text)
+    result = text_run(fast, "--adapters", "numpy", "--known", given)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert f"--known {given}:" in err and message in err

@@ -20,6 +20,9 @@ def pytest_addoption(parser):
     group.addoption("--cases", action="append", default=[], metavar="PATH",
                     help="case file or folder to run instead of the default ones (cases/ under the rootdir, "
                          "else the shipped cases; repeatable)")
+    group.addoption("--known", action="append", default=[], metavar="PATH",
+                    help="a known-discrepancies file to use besides the case folders' own (repeatable): a third "
+                         "party's entries for its adapters, without copying the shipped cases")
     group.addoption("--report-dir", default=None, metavar="DIR",
                     help="where conformance.json goes (default: reports/ under the rootdir)")
     group.addoption("--fuzz", type=int, default=0, metavar="N",

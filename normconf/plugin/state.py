@@ -69,11 +69,16 @@ class State:
             # --adapter MODULE:CLASS adapters always run
             self.selected = names + [n for n in self.adapters if n not in names and n in self.explicit]
             self.explicit |= set(names)
-        for path in self._known_files():
-            try:
+        try:
+            for path in self._known_files():
                 self.known += known_mod.load(path)
+        except known_mod.KnownError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        for given in opt.known:  # --known PATH, relative to where pytest was started
+            try:
+                self.known += known_mod.load(Path(config.invocation_params.dir, given), label=given, required=True)
             except known_mod.KnownError as exc:
-                raise pytest.UsageError(str(exc)) from None
+                raise pytest.UsageError(f"--known {given}: {exc}") from None
         worker = getattr(config, "workerinput", None)
         self.tmp = Path(worker["normconf_tmp"]) if worker else Path(tempfile.mkdtemp(prefix="normconf-"))
         if worker and "normconf_unavailable" in worker:  # the controller asked the adapters once

@@ -141,7 +141,8 @@ def fragile_lines(results: list[dict]) -> list[str]:
             lines.append(f"  ... and {len(fragile) - i} more (\"verdict\": \"fragile\" in conformance.json)")
             break
         known = r.get("known") or {}
-        why = (f"  (platform_dependent: known_discrepancies.yaml #{known.get('index')}, {known.get('observed')} here)"
+        source = known.get("file", "known_discrepancies.yaml")
+        why = (f"  (platform_dependent: {source} #{known.get('index')}, {known.get('observed')} here)"
                if known.get("platform_dependent") else "")
         strict_mark = "strict" if r.get("strict") else "not strict"
         lines.append(f"  {strict_mark:<10} {fmt(r.get('margin')):>7}x  {r['status']:<8} "
