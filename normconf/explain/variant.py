@@ -85,6 +85,24 @@ def num(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def distinct(*values: float, digits: int = 3) -> list[str]:
+    """``values`` as text with at least ``digits`` significant digits and as many more as it takes
+    for values that differ to read differently (a parameter rounded to float32 is not "1e-05 instead
+    of 1e-05"); up to 17, where every float64 is distinct.
+
+    >>> distinct(1e-5, float(__import__("numpy").float32(1e-5)))
+    ['1e-05', '9.99999975e-06']
+    >>> distinct(0.9, 0.1), distinct(1e-3, 1e-3)
+    (['0.9', '0.1'], ['0.001', '0.001'])
+    """
+    want = len({float(v) for v in values})
+    for d in range(digits, 18):
+        texts = [f"{float(v):.{d}g}" for v in values]
+        if len(set(texts)) == want:
+            return texts
+    return [repr(float(v)) for v in values]
+
+
 def clean(d: dict) -> dict:
     """``d`` with non-finite floats as text (the JSON report is strict JSON)."""
     return {k: str(v) if isinstance(v, float) and not math.isfinite(v) else v for k, v in d.items()}

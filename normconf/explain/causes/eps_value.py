@@ -9,7 +9,7 @@ from ... import oracle
 from ...cases import Case
 from ...inputs import round_to_dtype
 from ..geometry import STAT_OPS, geometry, op_axes, unaffine
-from ..variant import Variant, pair
+from ..variant import distinct, Variant, pair
 
 # eps values found in the wild (torch 1e-5, Keras/TF 1e-3, Flax 1e-6, ...): a fitted eps is reported
 # as one of these when that one reproduces the output too.
@@ -57,7 +57,8 @@ def fitted(ex, case: Case, inputs: dict, base: Variant | None) -> list[Variant]:
         fit = float(np.median(eps_s))
 
         def text(ex, v, e=e, fit=fit, own=p["eps"], n=slices_fitted):
-            return f"eps {e:.3g} instead of {own:g} (fitted {fit:.4g} from {n} slices)"
+            found, asked = distinct(e, own)
+            return f"eps {found} instead of {asked} (fitted {fit:.4g} from {n} slices)"
 
         v = Variant("eps_value", {"eps": e, "fitted": fit}, text, changes={"eps": e}, tier=1)
         v.extra["odd_eps"] = e not in NICE_EPS

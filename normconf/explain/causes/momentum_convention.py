@@ -1,7 +1,7 @@
 """``momentum_convention``: the running statistics blended with momentum on the old value."""
 from __future__ import annotations
 
-from ..variant import Variant
+from ..variant import Variant, distinct
 
 
 def discrete(ex) -> list[Variant]:
@@ -11,6 +11,7 @@ def discrete(ex) -> list[Variant]:
     m = p["momentum"]
     if m is None or m == 0.5:  # a cumulative average has no momentum; at 0.5 the conventions agree
         return []
+    old, new = distinct(m, 1 - m)
     return [Variant("momentum_convention", {"momentum": 1 - m},
-                    f"running = {m:g} x old + {1 - m:g} x new: momentum {m:g} applied to the old "
+                    f"running = {old} x old + {new} x new: momentum {old} applied to the old "
                     f"value (Keras/Flax convention) instead of the new", changes={"momentum": 1 - m})]
