@@ -1,0 +1,145 @@
+"""``compute_precision``: a float64 case computed in float32.
+
+What ONNX's ``stash_type=1`` (the default of GroupNormalization-21 and LayerNormalization: "casts all
+input variables to 32-bit float, performs the computation, and finally casts the normalized results
+back") and OpenVINO's CPU plugin (no float64 kernels: a float64 model runs in float32) do. Such an
+output is float32 arithmetic, so no float64 variant reproduces it within float64's tolerance: the
+variants here are judged at float32's (the case's tolerance times u(float32) / u(float64), the same
+formula in the other dtype), and they are tried only where the output shows float32's fingerprint:
+before the case's affine, its values are float32 numbers (every bad output, 90% of the finite
+elements at least). A float64 bug of another kind does not leave float32 values behind.
+
+- two-pass statistics in float32 (the oracle on the input rounded to float32, eps too);
+- E[x^2] - E[x]^2 in float32 (GroupNormalization-21's function body), named with
+  ``one_pass_variance``;
+- where the one-pass variance cancels catastrophically (mean 1e4: the float32 variance is noise of
+  a few units), no summation order can be reproduced: the fallback accepts it from the per-slice
+  statistics y implies, as stage 3 does, when every slice's variance is within the one-pass float32
+  bound c u E[x^2] and some is beyond a two-pass float32 error.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ... import oracle
+from ...compare import UNIT
+from ..arith import low_precision, one_pass, with_moments
+from ..bounds import c_pairwise
+from ..geometry import STAT_OPS, affine, geometry, unaffine
+from ..variant import Variant, tol
+
+SCALE = UNIT["float32"] / UNIT["float64"]
+
+
+def tolerance32(ex) -> dict:
+    """The case's tolerance in float32's units (float64's formula has the same factors)."""
+    out = {}
+    for name, t in ex.tolerance.items():
+        t = dict(t)
+        t["atol"], t["rtol"] = float(t.get("atol", 0.0)) * SCALE, float(t.get("rtol", 0.0)) * SCALE
+        out[name] = t
+    return out
+
+
+def float32_valued(ex) -> bool:
+    """Every failing output holds float32 numbers (y before the case's affine)."""
+    for name in ex.bad:
+        v = ex.actual[name]
+        if name == "y":
+            v = unaffine(ex.case, ex.inputs, v)
+        v = v[np.isfinite(v)]
+        if v.size == 0:
+            return False
+        with np.errstate(over="ignore", invalid="ignore"):
+            r = v.astype(np.float32).astype(np.float64)
+        near = np.abs(r - v) <= 8 * UNIT["float64"] * np.abs(v)
+        if near.mean() < 0.9:
+            return False
+    return True
+
+
+def _rounded(case, inputs):
+    """The case and inputs as float32 holds them."""
+    ins = {k: (np.asarray(v, dtype=np.float32).astype(np.float64) if isinstance(v, np.ndarray) else v)
+           for k, v in inputs.items()}
+    if "x_steps" in inputs:
+        ins["x_steps"] = [np.asarray(s, dtype=np.float32).astype(np.float64) for s in inputs["x_steps"]]
+    p = case.params
+    if p.get("eps") is not None:
+        case = case.with_params(eps=float(np.float32(p["eps"])))
+    return case, ins
+
+
+def _in_float32(factory, *args):
+    moments = with_moments(factory, *args)
+
+    def fn(case, inputs):
+        c, ins = _rounded(case, inputs)
+        out = moments(c, ins)
+        fn.moments = moments.moments
+        return out
+    fn.moments = None  # type: ignore[attr-defined]
+    return fn
+
+
+def computed(ex) -> list[Variant]:
+    case = ex.case
+    if case.dtype != "float64" or case.op not in STAT_OPS or not float32_valued(ex):
+        return []
+    if case.op == "batch_norm" and not case.params["training"]:
+        return []
+    t32 = tolerance32(ex)
+    return [Variant("compute_precision", {"dtype": "float32", "variance": "two-pass"},
+                    "computed in float32: the float64 input, eps and statistics in float32 (two-pass), "
+                    "judged at float32's tolerance", fn=_in_float32(low_precision, "float32", "pairwise"),
+                    extra={"tolerance": t32}),
+            Variant("compute_precision", {"dtype": "float32", "variance": "one-pass"},
+                    "computed in float32 with var = E[x^2] - E[x]^2 (ONNX's stash_type=1 function body), "
+                    "judged at float32's tolerance", fn=_in_float32(one_pass, "float32", "pairwise", False),
+                    causes=("compute_precision", "one_pass_variance"), extra={"tolerance": t32})]
+
+
+def fallback(ex) -> Variant | None:
+    """The one-pass float32 variance accepted from the statistics y implies (see the module)."""
+    case, p = ex.case, ex.case.params
+    if (case.dtype != "float64" or case.op not in ("instance_norm", "layer_norm", "group_norm")
+            or ex.bad != ["y"] or not float32_valued(ex)):
+        return None
+    x32 = np.asarray(ex.x, dtype=np.float32).astype(np.float64)
+    forward, ax, back = geometry(case, x32)
+    xs = forward(x32)
+    mean, dev, var = oracle._moments(xs, ax, oracle.DDOF[p["variance"]])
+    _, _, var_b = oracle._moments(xs, ax, 0)
+    z = forward(unaffine(case, ex.inputs, ex.actual["y"]))
+    with np.errstate(all="ignore"):
+        finite = np.isfinite(z)
+        nan_slice = ~finite.all(axis=ax, keepdims=True)
+        zz = np.where(finite, z, 0.0)
+        zbar = zz.mean(axis=ax, keepdims=True)
+        k = (dev * (zz - zbar)).sum(axis=ax, keepdims=True) / (dev * dev).sum(axis=ax, keepdims=True)
+        model = np.where(nan_slice, z, k * dev + zbar)
+        var_impl = np.where(k > 0, 1.0 / (k * k) - float(np.float32(p["eps"])), np.inf)
+    n = int(np.prod([xs.shape[a] for a in ax]))
+    u, c = UNIT["float32"], c_pairwise(n)
+    ex2 = mean * mean + var_b
+    bound = c * u * ex2
+    err = np.abs(var_impl - var)
+    ok_finite = np.where(nan_slice, var <= bound, err <= bound)
+    if not ok_finite.all() or not (np.where(nan_slice, True, err > c * u * var)).any():
+        return None
+    y_hat = affine(case, ex.inputs, back(model))
+    worst = float(np.max(np.where(nan_slice, 0.0, err)))
+
+    def fn(case_, inputs_):
+        return {**oracle.reference(case_, inputs_), "y": y_hat}
+
+    t32 = tolerance32(ex)
+    # the fitted model carries y's float32 rounding: four units of it, as stage 3 allows
+    t32["y"] = dict(t32["y"], atol=tol(t32, "y")["atol"] + 4 * u * float(np.nanmax(np.abs(np.where(finite, z, 0)))))
+    return Variant("compute_precision", {"dtype": "float32", "variance": "one-pass", "implied": True,
+                                         "max_var_error": worst, "E[x^2]": float(ex2.max()),
+                                         "nan_slices": int(nan_slice.sum())},
+                   f"computed in float32 with var = E[x^2] - E[x]^2, implied by y: variance off by up to "
+                   f"{worst:.3g} within c u E[x^2] = {float(bound.max()):.3g} (E[x^2] up to {float(ex2.max()):.3g}, "
+                   f"u = {u:.3g}); NaN in {int(nan_slice.sum())} slice(s)", fn=fn, tier=4,
+                   causes=("compute_precision", "one_pass_variance"), extra={"tolerance": t32})

@@ -1,0 +1,64 @@
+"""``per_group_affine``: group norm's scale and bias applied per group instead of per channel.
+
+GroupNormalization-18 (ONNX) takes one scale and one bias per group ([num_groups]); opset 21 made
+them per channel ([C]), as PyTorch, Keras and the paper have them (onnx/onnx#5466). A model that
+carries a per-channel affine through the opset-18 op keeps one value per group. The fallback fits a
+scale and a shift per group to y (the oracle without the case's affine, times the scale, plus the
+shift) and names them only where the case's weight or bias is not constant within its groups (else
+they are the case's own affine) and the fit reproduces y within tolerance.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ... import oracle
+from ..variant import Variant
+
+
+def fallback(ex) -> Variant | None:
+    case, inputs = ex.case, ex.inputs
+    if case.op != "group_norm" or "y" not in ex.bad or not ({"weight", "bias"} & set(inputs)):
+        return None
+    g, c = case.params["groups"], ex.x.shape[1]
+    per = c // g
+    if per == 1:
+        return None
+
+    def varies(name):
+        if name not in inputs:
+            return False
+        v = np.asarray(inputs[name], dtype=np.float64).reshape(g, per)
+        return bool((v != v[:, :1]).any())
+    if not (varies("weight") or varies("bias")):
+        return None
+    bare = {k: v for k, v in inputs.items() if k not in ("weight", "bias")}
+    z = np.asarray(oracle.reference(case, bare)["y"], dtype=np.float64)
+    a = ex.actual["y"]
+    if not (np.isfinite(z).all() and np.isfinite(a).all()):
+        return None
+    n = z.shape[0]
+    zg = z.reshape(n, g, per, -1).transpose(1, 0, 2, 3).reshape(g, -1)
+    ag = a.reshape(n, g, per, -1).transpose(1, 0, 2, 3).reshape(g, -1)
+    zm, am = zg.mean(axis=1, keepdims=True), ag.mean(axis=1, keepdims=True)
+    with np.errstate(all="ignore"):
+        scale = ((zg - zm) * (ag - am)).sum(axis=1, keepdims=True) / ((zg - zm) ** 2).sum(axis=1, keepdims=True)
+    scale = np.where(np.isfinite(scale), scale, 1.0)
+    shift = am - scale * zm
+    s, b = scale.reshape(-1), shift.reshape(-1)
+    shape = (1, c) + (1,) * (z.ndim - 2)
+    y_hat = z * np.repeat(s, per).reshape(shape) + np.repeat(b, per).reshape(shape)
+    first = {}
+    for name, fitted in (("weight", s), ("bias", b)):
+        given = np.asarray(inputs[name], dtype=np.float64).reshape(g, per) if name in inputs else np.full((g, per), float(name == "weight"))
+        first[name] = bool(np.allclose(fitted, given[:, 0], rtol=1e-3, atol=1e-3 * max(1.0, float(np.abs(given).max()))))
+    which = " and ".join(k for k, v in first.items() if v)
+    origin = f": each group's first channel's {which}" if which else ""
+
+    def fn(case_, inputs_):
+        return {**oracle.reference(case_, inputs_), "y": y_hat}
+
+    return Variant("per_group_affine", {"groups": g, "scale": [float(v) for v in s], "shift": [float(v) for v in b],
+                                        "first_channel": which or None},
+                   f"scale and bias per group ({g} values each, as GroupNormalization-18 takes them) instead of per "
+                   f"channel: scale in [{s.min():.4g}, {s.max():.4g}], shift in [{b.min():.4g}, {b.max():.4g}]{origin}",
+                   fn=fn, tier=4)
