@@ -32,7 +32,7 @@ import yaml
 
 from .yamlload import UNIQUE_KEYS, DuplicateKeyError, UniqueKeyLoader, check_unique_keys, duplicate_key_path, reset
 
-OPS = ("instance_norm", "batch_norm", "layer_norm", "group_norm", "normalize", "channel_stats")
+OPS = ("instance_norm", "batch_norm", "layer_norm", "group_norm", "normalize", "channel_stats", "rms_norm")
 DTYPES = ("float64", "float32", "float16", "bfloat16")
 LAYOUTS = ("channels_first", "channels_last")
 ID_RE = re.compile(r"^[a-z0-9_.-]+$")
@@ -42,6 +42,13 @@ GENERATOR_KEYS = {"normal": ("dist", "mean", "std", "seed"), "uniform": ("dist",
                   "constant": ("dist", "value", "seed")}
 DIVISORS = ("biased", "unbiased")
 METHODS = ("pooled", "per_image_mean")
+# rms_norm's rounding points in a half dtype: ``last`` normalizes and multiplies by the weight in
+# float32 and casts once (Gemma, Keras, Flax); ``before_weight`` casts the normalized x to the input
+# dtype, then multiplies by the weight in that dtype (LLaMA, torch's F.rms_norm).
+CASTS = ("last", "before_weight")
+# rms_norm's eps: null is the machine epsilon of the input dtype (torch.finfo(dtype).eps, what
+# torch's F.rms_norm documents for eps=None).
+MACHINE_EPS = {"float64": 2.0 ** -52, "float32": 2.0 ** -23, "float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}
 GENERATOR_DEFAULTS = {"normal": {"mean": 0.0, "std": 1.0}, "uniform": {"low": 0.0, "high": 1.0},
                       "constant": {"value": 0.0}}
 INPUT_DEFAULTS = {"layout": "channels_first", "dtype": "float32", "generator": {"dist": "normal"}}
@@ -63,14 +70,19 @@ PARAMS: dict[str, dict[str, Any]] = {
     "batch_norm": dict(_AFFINE, training=True, eval_after=False, **_RUNNING),
     "normalize": {"mean": REQUIRED, "std": REQUIRED, **_GRAD},
     "channel_stats": {"variance": "biased", "method": "pooled", "framework_defaults": False},
+    # y = x / sqrt(mean(x^2 over axes) + eps) * (weight_offset + weight); no mean, no bias
+    "rms_norm": {"axes": None, "eps": 1.0e-6, "weight": None, "weight_offset": 0.0, "cast": "last",
+                 "framework_defaults": False, **_GRAD},
 }
+# Parameters whose null is a value of its own rather than "take the default": (op, parameter).
+NULL_VALUES = {(op, "momentum") for op in PARAMS if "momentum" in PARAMS[op]} | {("rms_norm", "eps")}
 # The kinds of the parameters that are not plain numbers: the validator checks them from these
 # tables, and normconf/schema.py writes the same ones into the JSON Schema.
-ENUM_PARAMS = {"variance": DIVISORS, "running_variance": DIVISORS, "method": METHODS}
+ENUM_PARAMS = {"variance": DIVISORS, "running_variance": DIVISORS, "method": METHODS, "cast": CASTS}
 BOOL_PARAMS = ("training", "eval_after", "track_running_stats", "grad", "framework_defaults")
 ARRAY_PARAMS = ("weight", "bias", "running_mean", "running_var", "grad_output")  # literal or {generator: ...}
 OUTPUTS = {"instance_norm": ("y",), "layer_norm": ("y",), "group_norm": ("y",), "normalize": ("y",),
-           "batch_norm": ("y", "running_mean", "running_var"), "channel_stats": ("mean", "std")}
+           "batch_norm": ("y", "running_mean", "running_var"), "channel_stats": ("mean", "std"), "rms_norm": ("y",)}
 GRADIENTS = ("grad_x", "grad_weight", "grad_bias")
 DEFAULT_GRAD_OUTPUT = {"generator": {"dist": "normal", "mean": 0.0, "std": 1.0, "seed": 1000}}
 
@@ -84,10 +96,11 @@ DOCS = {
     "source": "Where the case comes from: a doc, an issue, a paper (a link).",
     "op": ("instance_norm: per (image, channel) over the spatial dims; batch_norm: per channel over batch "
            "and spatial dims; layer_norm: per sample over `axes`; group_norm: per (sample, group); "
-           "normalize: (x - mean) / std with constants; channel_stats: per-channel mean and std of a dataset."),
+           "normalize: (x - mean) / std with constants; channel_stats: per-channel mean and std of a dataset; "
+           "rms_norm: x / sqrt(mean(x^2) + eps) * (weight_offset + weight) per sample over `axes`."),
     "input": "The input tensor: its shape and either literal data or a generator.",
     "input.shape": ("Canonical order [N, C, *spatial]: 0 to 3 spatial dims (instance_norm at least 1, layer_norm "
-                    "any rank >= 2). N may be 0 (an empty batch); every other dim is >= 1."),
+                    "and rms_norm any rank >= 2). N may be 0 (an empty batch); every other dim is >= 1."),
     "input.layout": "How the tensor is handed to the framework; results are compared in canonical order.",
     "input.dtype": "The dtype the input is rounded to and the framework computes in.",
     "input.data": ("A literal nested list of numbers in canonical order, shaped like input.shape (.nan, .inf "
@@ -102,9 +115,10 @@ DOCS = {
     "generator.value": "The value of every element (finite).",
     "generator.seed": "Seed of NumPy's PCG64 generator.",
     "params": "Parameters of the op; every one but groups (group_norm) and mean, std (normalize) has a default.",
-    "params.eps": "Added to the variance inside the square root.",
+    "params.eps": ("Added to the variance inside the square root (rms_norm: to the mean of the squares; null there "
+                   "is the machine epsilon of the input dtype, torch's eps=None)."),
     "params.variance": "Divisor of the statistics used to normalize: biased = n, unbiased = n-1.",
-    "params.weight": ("Per-channel scale (layer_norm: shaped like the normalized dims), a literal list or "
+    "params.weight": ("Per-channel scale (layer_norm, rms_norm: shaped like the normalized dims), a literal list or "
                       "{generator: ...}; rounded to the case dtype. Absent: no affine."),
     "params.bias": ("Per-channel shift (layer_norm: shaped like the normalized dims), a literal list or "
                     "{generator: ...}; rounded to the case dtype. Absent: no affine."),
@@ -124,7 +138,13 @@ DOCS = {
     "params.running_variance": ("Estimator written into the running variance: biased = n (ONNX's population "
                                 "variance), unbiased = n-1 (PyTorch)."),
     "params.steps": "Training forward passes; step k draws its input with the generator's seed + k.",
-    "params.axes": "Canonical dims normalized over (default: every dim but the batch), in [-rank, rank), distinct.",
+    "params.axes": ("Canonical dims normalized over (layer_norm, rms_norm; default: every dim but the batch), in "
+                    "[-rank, rank), distinct."),
+    "params.weight_offset": ("rms_norm: y = x / rms * (weight_offset + weight); 0 as LLaMA and torch, 1 as Gemma's "
+                             "(1 + weight). A finite number; non-zero only with a weight."),
+    "params.cast": ("rms_norm's rounding points in a half dtype: last = normalize and multiply by the weight in "
+                    "float32, cast to the input dtype last (Gemma, Keras, Flax); before_weight = normalize in "
+                    "float32, cast to the input dtype, then multiply by the weight in the input dtype (LLaMA)."),
     "params.groups": "Number of channel groups: a divisor of C. Required.",
     "params.training": ("true: batch statistics and a running-statistics update; false: normalize with "
                         "running_mean/running_var."),
@@ -189,7 +209,7 @@ class Params(Mapping):
 
     __slots__ = ("_values",)
 
-    eps: float
+    eps: float  # rms_norm: float | None (None: the machine epsilon of the input dtype, see rms_eps)
     variance: str  # one of DIVISORS
     weight: list | dict | None
     bias: list | dict | None
@@ -209,6 +229,8 @@ class Params(Mapping):
     mean: list[float]  # normalize: one per channel
     std: list[float]
     method: str  # one of METHODS
+    weight_offset: float  # rms_norm
+    cast: str  # rms_norm: one of CASTS
 
     def __init__(self, values: Mapping | None = None):
         object.__setattr__(self, "_values", dict(values or {}))
@@ -546,9 +568,9 @@ def _validate(entry: dict, file: str, label: str, from_matrix: bool = False) -> 
                                                       for i, d in enumerate(shape))):
         raise err("input.shape", shape, "a list of positive integers [N, C, *spatial] (N may be 0: an empty batch)")
     rank = len(shape)
-    if op == "layer_norm":
+    if op in ("layer_norm", "rms_norm"):
         if rank < 2:
-            raise err("input.shape", shape, "layer_norm: rank 2 or more")
+            raise err("input.shape", shape, f"{op}: rank 2 or more")
     elif not 2 <= rank <= 5:
         raise err("input.shape", shape, f"{op}: [N, C] plus 0 to 3 spatial dims (rank 2 to 5)")
     if op == "instance_norm" and rank < 3:
@@ -616,17 +638,18 @@ def _params(op: str, given: Any, shape: list[int], err) -> dict:
             raise err(f"params.{key}", key, f"parameters of {op}: {', '.join(spec)}")
     params = {}
     for key, default in spec.items():
-        if key not in given or (given[key] is None and key != "momentum"):
+        if key not in given or (given[key] is None and (op, key) not in NULL_VALUES):
             if default is REQUIRED:
                 raise err(f"params.{key}", "nothing", f"{key} is required for {op}")
             params[key] = default
         else:
             params[key] = given[key]
     c, rank = shape[1], len(shape)
-    if "eps" in params:
+    if "eps" in params and not (params["eps"] is None and (op, "eps") in NULL_VALUES):
         eps = params["eps"]
         if not _is_num(eps) or not math.isfinite(eps) or eps < 0:
-            raise err("params.eps", eps, "a finite number >= 0")
+            raise err("params.eps", eps, "a finite number >= 0" + (", or null (the machine epsilon of the input "
+                                                                    "dtype)" if (op, "eps") in NULL_VALUES else ""))
         params["eps"] = float(eps)
     for key, allowed in ENUM_PARAMS.items():
         if key in params and params[key] not in allowed:
@@ -637,7 +660,7 @@ def _params(op: str, given: Any, shape: list[int], err) -> dict:
             raise err("params.groups", groups, "a positive integer")
         if c % groups:
             raise err("params.groups", groups, f"a divisor of C = {c}")
-    if op == "layer_norm":
+    if op in ("layer_norm", "rms_norm"):
         axes = params["axes"]
         if axes is None:
             axes = list(range(1, rank))
@@ -650,6 +673,13 @@ def _params(op: str, given: Any, shape: list[int], err) -> dict:
     for key in BOOL_PARAMS:
         if key in params and not isinstance(params[key], bool):
             raise err(f"params.{key}", params[key], "true, false")
+    if "weight_offset" in params:
+        offset = params["weight_offset"]
+        if not _is_num(offset) or not math.isfinite(offset):
+            raise err("params.weight_offset", offset, "a finite number")
+        if offset != 0 and params["weight"] is None:  # (offset + weight) without a weight would scale by offset alone
+            raise err("params.weight_offset", offset, "0 without a weight (weight_offset shifts the weight)")
+        params["weight_offset"] = float(offset)
     if op == "instance_norm" and not params["track_running_stats"]:
         for key in _RUNNING:  # running statistics exist only where they are tracked
             if key in given and (given[key] is not None or key == "momentum"):
@@ -683,11 +713,20 @@ def _params(op: str, given: Any, shape: list[int], err) -> dict:
     for key in ARRAY_PARAMS:
         if key == "grad_output" or key not in params or params[key] is None:  # grad_output: shaped like y, above
             continue
-        want = [c] if op != "layer_norm" else [shape[a] for a in params["axes"]]
+        want = [c] if op not in ("layer_norm", "rms_norm") else [shape[a] for a in params["axes"]]
         params[key] = _array_param(params[key], want, f"params.{key}", err)
         if key == "running_var" and isinstance(params[key], list) and any(v < 0 for v in _flat(params[key])):
             raise err("params.running_var", params[key], "values >= 0")
     return params
+
+
+def rms_eps(params: Mapping, dtype: str) -> float:
+    """rms_norm's eps as a number: the case's, or the machine epsilon of ``dtype`` where it is null.
+
+    >>> rms_eps({"eps": None}, "bfloat16"), rms_eps({"eps": 1e-6}, "bfloat16")
+    (0.0078125, 1e-06)
+    """
+    return MACHINE_EPS[dtype] if params["eps"] is None else params["eps"]
 
 
 def _array_param(value: Any, want: list[int], key: str, err):

@@ -15,7 +15,8 @@ from fractions import Fraction
 
 import numpy as np
 
-from .cases import Case
+from .cases import Case, rms_eps
+from .inputs import round_to_dtype
 
 CTX = Context(prec=60)
 DDOF = {"biased": 0, "unbiased": 1}
@@ -112,8 +113,85 @@ def _per_channel(v, shape):
     return np.broadcast_to(np.asarray(v, dtype=np.float64).reshape((1, -1) + (1,) * (len(shape) - 2)), shape)
 
 
+def rms_slice(values, eps: float) -> tuple[list[Decimal | None], Fraction, Decimal | None]:
+    """Exact ``x / sqrt(mean(x^2) + eps)`` of one slice to 60 digits (None where undefined), the
+    exact mean of the squares plus eps, and its square root."""
+    qs = [_q(v) for v in values]
+    denom = sum((q * q for q in qs), Fraction(0)) / len(qs) + _q(eps)
+    if denom == 0:
+        return [None] * len(qs), denom, None
+    root = CTX.sqrt(_dec(denom))
+    return [CTX.divide(_dec(q), root) for q in qs], denom, root
+
+
+def _nearest(value, dtype: str) -> float:
+    """The ``dtype`` value nearest to an exact ``value`` (a 60-digit Decimal or a rational), through
+    its nearest float64: a double rounding only where that float64 falls on a tie of ``dtype``."""
+    return float(round_to_dtype(np.array([float(value)]), dtype)[0])
+
+
+def _rms_norm(case: Case, inputs: dict) -> dict[str, np.ndarray]:
+    """Exact rms_norm: y with the case's ``cast`` rounding points (see :func:`normconf.oracle.rms_norm`:
+    ``before_weight`` rounds x / rms, weight_offset + weight and their product to the input dtype,
+    each from its exact value), and the exact gradients of the math,
+    grad_x = h / rms - x sum(h x) / (n rms^3) with h = grad_output * (weight_offset + weight),
+    grad_weight = the exact sums of grad_output * x / rms."""
+    x, p = np.asarray(inputs["x"], dtype=np.float64), case.params
+    axes, eps, dt = tuple(p["axes"]), rms_eps(p, case.dtype), case.dtype
+    kept = [x.shape[d] if d in axes else 1 for d in range(x.ndim)]
+    offset = _q(p["weight_offset"])
+    scale = (np.broadcast_to(np.reshape(inputs["weight"], kept), x.shape) if "weight" in inputs else None)
+    before = p["cast"] == "before_weight"
+
+    def forward(row, *weights):
+        yhat = rms_slice(row, eps)[0]
+        out = []
+        for i, v in enumerate(yhat):
+            if v is None:
+                out.append(float("nan"))
+                continue
+            if not weights:
+                out.append(_nearest(v, dt) if before else float(v))
+            elif before:  # each factor in the input dtype, then their product rounded to it
+                w = Fraction(_nearest(offset + _q(weights[0][i]), dt))
+                out.append(_nearest(Fraction(_nearest(v, dt)) * w, dt))
+            else:
+                out.append(float(CTX.multiply(v, _dec(offset + _q(weights[0][i])))))
+        return out
+
+    extra = (scale,) if scale is not None else ()
+    out = {"y": _by_slice(forward, x, axes, *extra).astype(float)}
+    if not p["grad"]:
+        return out
+    g = np.vectorize(_q, otypes=[object])(inputs["grad_output"])
+    h = g * np.vectorize(lambda w: offset + _q(w), otypes=[object])(scale) if scale is not None else g
+
+    def backward(row, hs):
+        _, denom, root = rms_slice(row, eps)
+        if root is None:
+            return [float("nan")] * len(row)
+        xs = [_q(v) for v in row]
+        along = sum((hi * xi for hi, xi in zip(hs, xs, strict=True)), Fraction(0)) / len(xs)
+        cube = CTX.multiply(root, _dec(denom))
+        return [float(CTX.subtract(CTX.divide(_dec(hi), root), CTX.divide(_dec(xi * along), cube)))
+                for hi, xi in zip(hs, xs, strict=True)]
+
+    out["grad_x"] = _by_slice(backward, x, axes, h).astype(float)
+    if scale is not None:
+        yhat = _by_slice(lambda row: rms_slice(row, eps)[0], x, axes)
+        sums: dict = {}
+        for idx in np.ndindex(x.shape):
+            key = tuple(idx[d] for d in axes)
+            sums[key] = CTX.add(sums.get(key, Decimal(0)), CTX.multiply(_dec(g[idx]), yhat[idx]))
+        shape = np.shape(inputs["weight"])
+        out["grad_weight"] = np.array([float(sums[k]) for k in np.ndindex(shape)]).reshape(shape)
+    return out
+
+
 def reference(case: Case, inputs: dict) -> dict[str, np.ndarray]:
     """Exact outputs of ``case`` (keep it to small inputs: it is pure Python)."""
+    if case.op == "rms_norm":
+        return _rms_norm(case, inputs)
     out = _forward(case, inputs)
     if case.op == "instance_norm" and case.params.get("track_running_stats"):
         rm, rv = _running(case, inputs, tuple(range(2, np.ndim(inputs["x"]))))

@@ -110,7 +110,7 @@ def generate(case: Case) -> dict[str, Any]:
     if running:
         out["x_steps"] = steps
     c = shape[1]
-    per_channel = [shape[a] for a in case.params["axes"]] if case.op == "layer_norm" else [c]
+    per_channel = [shape[a] for a in case.params["axes"]] if case.op in ("layer_norm", "rms_norm") else [c]
     for key in ("weight", "bias", "running_mean", "running_var"):
         if key not in case.params:
             continue

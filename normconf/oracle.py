@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cases import Case
+from .cases import Case, rms_eps
+from .inputs import round_to_dtype
 
 DDOF = {"biased": 0, "unbiased": 1}
 
@@ -268,6 +269,66 @@ def channel_stats(case: Case, inputs: dict, variation: Variation | None = None) 
         return {"mean": _mean0(mean.reshape(x.shape[:2])), "std": _mean0(np.sqrt(var).reshape(x.shape[:2]))}
 
 
+def rms_norm(case: Case, inputs: dict, variation: Variation | None = None) -> dict:
+    """y = x / rms * (weight_offset + weight), rms = sqrt(mean(x^2 over axes) + eps), with the
+    rounding points of the case's ``cast`` (docs/case-format.md, "rms_norm"):
+
+    - ``last``: one rounding to the input dtype at the very end, which the comparison's tolerance
+      pays for as it does for every op: y is the exact value, as the other ops' y;
+    - ``before_weight``: x / rms rounded to the input dtype, then (weight_offset + weight) rounded to
+      it (the sum a multiplication in the input dtype needs; exact where weight_offset is 0), then
+      their product rounded to it: each rounding a correct implementation in that order has.
+
+    With ``grad: true`` the gradients of sum(y * grad_output) of the math (the roundings have none):
+    with yhat = x / rms, h = grad_output * (weight_offset + weight) and n values per slice,
+
+        grad_x = (h - yhat * sum(h * yhat) / n) / rms,   grad_weight = sum(grad_output * yhat)
+
+    the sums of grad_x over each normalized slice, grad_weight's over the dims weight is broadcast
+    along (d rms / dx = x / (n rms)). A ``variation`` may change the axes and put eps on the rms,
+    (x / (rms + eps)); its ``moments`` (a mean and a variance) are not rms_norm's statistics."""
+    x, p = inputs["x"], case.params
+    if variation is not None and variation.moments is not None:
+        raise ValueError("rms_norm has no mean and variance that a variation's moments could compute")
+    axes = tuple(p["axes"]) if variation is None or variation.axes is None else tuple(variation.axes)
+    eps, n = rms_eps(p, case.dtype), int(np.prod([x.shape[a] for a in axes]))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # n = 0, NaN and inf: what the math gives
+        mean_square = (x * x).sum(axis=axes, keepdims=True) / np.float64(n)
+        rms = np.sqrt(mean_square + eps)
+        yhat = x / (np.sqrt(mean_square) + eps if variation is not None and variation.eps_on_std else rms)
+    out: dict[str, np.ndarray] = {}
+    if "weight" not in inputs:
+        out["y"] = round_to_dtype(yhat, case.dtype) if p["cast"] == "before_weight" else yhat
+    else:
+        w = np.asarray(inputs["weight"], dtype=np.float64).reshape(
+            [x.shape[d] if d in p["axes"] else 1 for d in range(x.ndim)])
+        scale = p["weight_offset"] + w
+        with np.errstate(invalid="ignore", over="ignore"):  # a non-finite weight: 0 * inf is NaN
+            if p["cast"] == "before_weight":
+                out["y"] = round_to_dtype(round_to_dtype(yhat, case.dtype) * round_to_dtype(scale, case.dtype),
+                                          case.dtype)
+            else:
+                out["y"] = yhat * scale
+    if p["grad"] and variation is None:
+        g = inputs["grad_output"]
+        out["grad_x"] = rms_vjp(x, g * scale if "weight" in inputs else g, axes, eps)
+        if "weight" in inputs:
+            summed = tuple(d for d in range(x.ndim) if d not in p["axes"])
+            out["grad_weight"] = fsum(g * yhat, summed).reshape(np.shape(inputs["weight"]))
+    return out
+
+
+def rms_vjp(x, h, axes, eps: float) -> np.ndarray:
+    """d(sum(h * yhat))/dx for yhat = x / rms, rms = sqrt(mean(x^2 over axes) + eps), analytically:
+    (h - yhat * sum(h * yhat) / n) / rms, the last term rms's share (d rms / dx = x / (n rms))."""
+    x = np.asarray(x, dtype=np.float64)
+    n = int(np.prod([x.shape[a] for a in axes]))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        rms = np.sqrt((x * x).sum(axis=tuple(axes), keepdims=True) / np.float64(n) + eps)
+        yhat = x / rms
+        return (h - yhat * fsum(h * yhat, axes, keepdims=True) / np.float64(n)) / rms
+
+
 def _no_axes(case: Case, variation: Variation | None) -> None:
     if variation is not None and variation.axes is not None:
         raise ValueError(f"{case.op} has no y statistics whose axes a variation could change")
@@ -279,7 +340,7 @@ def _mean0(v: np.ndarray) -> np.ndarray:
 
 
 OPS = {"instance_norm": instance_norm, "group_norm": group_norm, "layer_norm": layer_norm,
-       "batch_norm": batch_norm, "normalize": normalize, "channel_stats": channel_stats}
+       "batch_norm": batch_norm, "normalize": normalize, "channel_stats": channel_stats, "rms_norm": rms_norm}
 
 
 def reference(case: Case, inputs: dict, variation: Variation | None = None) -> dict[str, np.ndarray]:
@@ -327,7 +388,7 @@ def independent_axis(case: Case) -> int | None:
         return None
     if case.op in ("batch_norm", "channel_stats"):
         return 1
-    if case.op == "layer_norm" and 0 in p["axes"]:
+    if case.op in ("layer_norm", "rms_norm") and 0 in p["axes"]:
         return None
     return 0
 
@@ -363,7 +424,14 @@ def cut_along(value: np.ndarray, axis: int, part: slice) -> np.ndarray:
 
 def condition(case: Case, inputs: dict) -> float:
     """max |mean| / sqrt(var + eps) over the slices the op normalizes: how strongly rounding of the
-    mean in the input dtype is amplified in the output. Used to scale the default tolerance."""
+    mean in the input dtype is amplified in the output. Used to scale the default tolerance.
+
+    rms_norm's is 1 whatever its input: it subtracts no mean, and its statistic, the mean of the
+    squares, sums positive terms, whose relative rounding error is that of any one of them. A
+    relative error d of every x_i (and of that mean) moves y = x / rms by at most about 2 d,
+    relative, however large the mean of x (a mean-1e4 input has rms ~1e4 and y ~1)."""
+    if case.op == "rms_norm":
+        return 1.0
     x = inputs["x"]
     axes = {"instance_norm": tuple(range(2, x.ndim)), "layer_norm": tuple(case.params.get("axes") or ()),
             "batch_norm": (0,) + tuple(range(2, x.ndim)), "channel_stats": (0,) + tuple(range(2, x.ndim))}

@@ -76,6 +76,8 @@ CROSS_FIELD = (
     CrossField("params.eval_after", "only with training", "eval_after needs training"),
     CrossField("params.*", "only with track_running_stats", "running statistics of instance_norm need tracking"),
     CrossField("params.grad_output", "only with grad", "grad_output needs grad"),
+    CrossField("params.weight_offset", "0 without a weight", "weight_offset shifts a weight, which may come from "
+               "defaults: or matrix:"),
     CrossField("expect.values.*", "outputs of ", "the outputs depend on the op and on training, grad, weight, bias"),
     CrossField("expect.values.*", "a nested list of numbers", "a ragged nested list is not a rectangular array"),
     CrossField("matrix*", "a path through mappings", "a dotted key must lead through mappings of the merged case"),
@@ -188,8 +190,10 @@ def _param(name: str) -> dict:
         if name == "running_var":  # literal values >= 0 (NaN allowed); a generator may draw anything
             schema = {"anyOf": [{"type": "array", "minItems": 1, "items": {"$ref": NESTED_NON_NEGATIVE}},
                                 {"$ref": GENERATED}]}
-    elif name == "eps":
+    elif name == "eps":  # null: the default, or rms_norm's machine epsilon (a value the default does not name)
         schema = dict(NON_NEGATIVE)
+    elif name == "weight_offset":
+        schema = dict(NUMBER)
     elif name == "momentum":
         schema = {"type": "number", "minimum": 0, "maximum": 1}
     elif name in ("steps", "groups"):
@@ -289,16 +293,27 @@ def _matrix(params: dict) -> dict:
             "additionalProperties": {"type": "array", "minItems": 1}}
 
 
+def _op_dependent(name: str) -> bool:
+    """Whether the ops that take parameter ``name`` give it different defaults."""
+    defaults = {json.dumps(spec[name]) for spec in C.PARAMS.values() if name in spec and spec[name] is not C.REQUIRED}
+    return len(defaults) > 1
+
+
 def _op_rules(op: str) -> dict:
     """What a case of ``op`` adds: which parameters, which outputs, which ranks."""
     shape: dict[str, Any] = {}
-    if op != "layer_norm":
+    if op not in ("layer_norm", "rms_norm"):
         shape["maxItems"] = 5
     if op == "instance_norm":
         shape["minItems"] = 3
+    params: dict[str, Any] = {"propertyNames": {"enum": list(C.PARAMS[op])}}
+    # a parameter whose default differs between ops (eps: 1e-5, rms_norm's 1e-6) has it here, per op
+    own = {k: v for k, v in C.PARAMS[op].items() if v is not C.REQUIRED and v is not None and _op_dependent(k)}
+    if own:
+        params["properties"] = {k: {"default": v} for k, v in own.items()}
     rules = {
         # propertyNames and properties say nothing about a null: no anyOf with null needed
-        "params": {"propertyNames": {"enum": list(C.PARAMS[op])}},
+        "params": params,
         "expect": {"properties": {"values": {"propertyNames": {"enum": _outputs(op)}}}},
     }
     if shape:

@@ -24,6 +24,10 @@ CASES = {
     "group": f"{{op: group_norm, input: {{shape: [2, 4, 3]}}, params: {{grad: true, groups: 2, {AFFINE}}}}}",
     "group_unbiased": "{op: group_norm, input: {shape: [2, 6, 2]}, params: {grad: true, groups: 3, variance: unbiased, eps: 0.1}}",
     "normalize": "{op: normalize, input: {shape: [2, 3, 3]}, params: {grad: true, mean: 0.5, std: [0.2, 0.3, 2.0]}}",
+    "rms": "{op: rms_norm, input: {shape: [2, 3, 4]}, params: {grad: true, weight: {generator: {dist: uniform, low: 0.5, high: 2.0, seed: 1}}}}",
+    "rms_offset_axes_1_3": "{op: rms_norm, input: {shape: [2, 3, 2, 2]}, params: {grad: true, axes: [1, 3], eps: 0.1, weight_offset: 1.0, cast: before_weight, weight: {generator: {dist: normal, std: 0.3, seed: 3}}}}",
+    "rms_no_weight_machine_eps": "{op: rms_norm, input: {shape: [3, 5]}, params: {grad: true, axes: [-1], eps: null}}",
+    "rms_axis_0": "{op: rms_norm, input: {shape: [4, 3]}, params: {grad: true, axes: [0], weight: [0.5, 1.0, -1.0, 2.0]}}",
 }
 RTOL = 1e-7  # central differences with h = 1e-5 on O(1) values: truncation ~h^2, cancellation ~u/h
 
@@ -74,7 +78,9 @@ def test_analytic_gradients_agree_with_finite_differences(name):
 
 def test_every_op_and_parameter_is_differentiated():
     cases = [grad_case(body) for body in CASES.values()]
-    assert {c.op for c in cases} == {"instance_norm", "batch_norm", "layer_norm", "group_norm", "normalize"}
+    assert {c.op for c in cases} == {"instance_norm", "batch_norm", "layer_norm", "group_norm", "normalize", "rms_norm"}
+    rms = [c for c in cases if c.op == "rms_norm"]
+    assert {c.params["weight_offset"] for c in rms} == {0.0, 1.0} and {c.params["cast"] for c in rms} == {"last", "before_weight"}
     assert {c.params.get("variance") for c in cases} >= {"biased", "unbiased"}
     assert {"grad_x", "grad_weight", "grad_bias"} <= {n for c in cases for n in c.gradients}
     bn = [c for c in cases if c.op == "batch_norm"]
@@ -99,6 +105,35 @@ def test_mutated_gradient_is_caught(monkeypatch, mutant):
     monkeypatch.setattr(oracle, "normalize_vjp", mutant)
     caught = [n for n, body in CASES.items() if max(worst_relative_error(grad_case(body)).values()) > RTOL]
     assert len(caught) >= 2, f"only {caught} noticed the mutation"
+
+
+def _rms_mutant_no_rms_term(x, h, axes, eps):
+    """h / rms alone: the rms's share of the gradient dropped."""
+    x = np.asarray(x, dtype=np.float64)
+    return h / np.sqrt((x * x).mean(axis=tuple(axes), keepdims=True) + eps)
+
+
+def _rms_mutant_layer_norm_vjp(x, h, axes, eps):
+    """layer norm's gradient (a mean subtracted) where rms_norm subtracts none."""
+    return oracle.normalize_vjp(x, h, axes, eps, 0)
+
+
+@pytest.mark.parametrize("mutant", [_rms_mutant_no_rms_term, _rms_mutant_layer_norm_vjp])
+def test_mutated_rms_gradient_is_caught(monkeypatch, mutant):
+    monkeypatch.setattr(oracle, "rms_vjp", mutant)
+    rms = [n for n in CASES if n.startswith("rms")]
+    caught = [n for n in rms if worst_relative_error(grad_case(CASES[n]))["grad_x"] > RTOL]
+    assert caught == rms
+
+
+def test_rms_gradients_are_those_of_the_math_whatever_the_cast():
+    """before_weight rounds y in bfloat16; its gradients are the math's, as with cast last."""
+    body = CASES["rms_offset_axes_1_3"]
+    before, last = grad_case(body, "bfloat16"), grad_case(body.replace("before_weight", "last"), "bfloat16")
+    a, b = oracle.reference(before, generate(before)), oracle.reference(last, generate(last))
+    assert not np.array_equal(a["y"], b["y"])
+    for name in ("grad_x", "grad_weight"):
+        np.testing.assert_array_equal(a[name], b[name])
 
 
 # ---- the case keys -------------------------------------------------------------------------

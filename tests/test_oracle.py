@@ -60,7 +60,12 @@ def test_float64_oracle_agrees_with_exact_oracle(case):
 
 def test_small_cases_cover_every_op_and_parameter():
     ops = {c.op for c in SMALL}
-    assert ops == {"instance_norm", "batch_norm", "layer_norm", "group_norm", "normalize", "channel_stats"}
+    assert ops == {"instance_norm", "batch_norm", "layer_norm", "group_norm", "normalize", "channel_stats", "rms_norm"}
+    rms = [c for c in SMALL if c.op == "rms_norm"]
+    assert {c.params["cast"] for c in rms if c.dtype in ("float16", "bfloat16") and c.params["weight"]} == {
+        "last", "before_weight"}
+    assert {c.params["weight_offset"] for c in rms} == {0.0, 1.0}
+    assert any(c.params["eps"] is None for c in rms) and any(c.params["grad"] for c in rms)
     assert any(c.op == "batch_norm" and c.params["momentum"] is None for c in SMALL)
     assert any(c.op == "batch_norm" and not c.params["training"] for c in SMALL)
     assert any(c.params.get("variance") == "unbiased" for c in SMALL)
@@ -226,3 +231,61 @@ def test_mutated_oracle_is_caught(monkeypatch, mutant):
     monkeypatch.setattr(oracle, "normalize_over", mutant)
     caught = [c.key for c in SMALL if c.op in ("instance_norm", "layer_norm", "group_norm") and worst_ulps(c) > ULPS]
     assert len(caught) >= 5, f"only {caught} noticed the mutation"
+
+
+# ---- rms_norm ----------------------------------------------------------------------------------
+
+def test_hand_computed_rms_norm():
+    """[3, 4]: mean square 12.5; [0, 0] with eps 0 is 0/0."""
+    case = one("cases: [{id: a, op: rms_norm, input: {shape: [2, 2], dtype: float64, data: [[3, 4], [0, 0]]}, "
+               "params: {eps: 0.0}}]")
+    y = oracle.reference(case, generate(case))["y"]
+    np.testing.assert_allclose(y[0], [3 / 12.5 ** 0.5, 4 / 12.5 ** 0.5], rtol=1e-15)
+    assert np.isnan(y[1]).all()
+    with_weight = case.with_params(eps=0.5, weight=[2.0, -1.0], weight_offset=1.0)
+    got = oracle.reference(with_weight, {**generate(case), "weight": np.array([2.0, -1.0])})["y"]
+    np.testing.assert_allclose(got, [[9 / 13 ** 0.5, 0.0], [0.0, 0.0]], rtol=1e-15)  # (1 + 2) * 3 / sqrt(13)
+
+
+def test_rms_norm_machine_epsilon_of_the_input_dtype():
+    text = ("cases: [{id: a, op: rms_norm, input: {shape: [1, 4], dtype: DT, data: [[0.0625, 0, 0, 0]]}, "
+            "params: {eps: null}}]")
+    for dtype, eps in (("float32", 2.0 ** -23), ("bfloat16", 2.0 ** -7), ("float16", 2.0 ** -10)):
+        case = one(text.replace("DT", dtype))
+        y = oracle.reference(case, generate(case))["y"]
+        assert y[0, 0] == 0.0625 / np.sqrt(0.0625 ** 2 / 4 + eps), dtype
+
+
+def test_rms_norm_cast_before_weight_rounds_at_its_three_points():
+    """bfloat16, x / rms = 1/3 (rounded: 0.333984375), weight 0.3 (bfloat16: 0.30078125): last gives the
+    exact 1/3 * 0.30078125; before_weight the bfloat16 product of the rounded factors, rounded."""
+    text = ("cases: [{id: a, op: rms_norm, input: {shape: [1, 1], dtype: bfloat16, data: [[1.0]]}, "
+            "params: {eps: 8.0, weight: [0.3], cast: CAST}}]")
+    last, before = (one(text.replace("CAST", c)) for c in ("last", "before_weight"))
+    w = generate(last)["weight"][0]
+    assert w == 0.30078125
+    assert oracle.reference(last, generate(last))["y"][0, 0] == pytest.approx(w / 3, rel=1e-15)
+    from normconf.inputs import round_to_dtype
+    want = round_to_dtype(np.array([round_to_dtype(np.array([1 / 3]), "bfloat16")[0] * w]), "bfloat16")[0]
+    assert oracle.reference(before, generate(before))["y"][0, 0] == want != w / 3
+
+
+def test_rms_norm_condition_is_one_even_at_mean_1e4():
+    case = one("cases: [{id: a, op: rms_norm, input: {shape: [4, 64], generator: {dist: normal, mean: 1.0e+4}}}]")
+    assert oracle.condition(case, generate(case)) == 1.0
+    layer = one("cases: [{id: a, op: layer_norm, input: {shape: [4, 64], generator: {dist: normal, mean: 1.0e+4}}}]")
+    assert oracle.condition(layer, generate(layer)) > 1e3  # the same input: layer norm cancels, rms_norm does not
+
+
+def _rms_mutant_no_rounding(values, dtype, inplace=False):
+    return np.array(values, dtype=np.float64)
+
+
+@pytest.mark.parametrize("where, mutant", [("round_to_dtype", _rms_mutant_no_rounding),
+                                           ("rms_eps", lambda params, dtype: params["eps"] or 0.0)])
+def test_mutated_rms_oracle_is_caught(monkeypatch, where, mutant):
+    """Without the rounding points of before_weight, or with eps null read as 0, the float64 oracle
+    leaves the exact one (which rounds and resolves eps on its own)."""
+    monkeypatch.setattr(oracle, where, mutant)
+    caught = [c.key for c in SMALL if c.op == "rms_norm" and worst_ulps(c) > ULPS]
+    assert len(caught) >= 2, f"only {caught} noticed the mutation"

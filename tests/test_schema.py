@@ -65,7 +65,12 @@ def test_the_schema_follows_the_tables():
     assert s["$defs"]["input"]["properties"]["dtype"]["enum"] == list(C.DTYPES)
     params = s["$defs"]["params"]["properties"]
     assert set(params) == {k for spec in C.PARAMS.values() for k in spec}
-    assert params["eps"]["default"] == 1.0e-5 and params["momentum"]["default"] == 0.1
+    assert params["momentum"]["default"] == 0.1
+    # eps's default depends on the op: given per op, not once for all
+    assert "default" not in params["eps"]
+    for op in ("instance_norm", "batch_norm", "layer_norm", "group_norm", "rms_norm"):
+        assert s["$defs"][f"op_{op}"]["properties"]["params"]["properties"]["eps"]["default"] == C.PARAMS[op]["eps"]
+    assert s["$defs"]["op_rms_norm"]["properties"]["params"]["properties"]["eps"]["default"] == 1.0e-6
     assert "default" not in params["groups"]  # required: no default
     for op, spec in C.PARAMS.items():
         rules = s["$defs"][f"op_{op}"]["properties"]["params"]
