@@ -1,8 +1,9 @@
 """Fuzzing: Hypothesis draws valid cases and runs them through every available adapter.
 
 ``pytest --fuzz N [--fuzz-seed S]`` adds one item that draws N cases from the whole case schema
-(every op; ranks 2 to 5, 6 for layer norm; N = 0 and 1, C = 1; layer norms over any set of dims,
-the batch dim and all dims included, written positive or negative; groups 1 to C; every dtype and
+(every op; ranks 2 to 5, 6 for layer and rms norm; N = 0 and 1, C = 1; layer and rms norms over any
+set of dims, the batch dim and all dims included, written positive or negative; rms_norm's machine
+epsilon, weight offsets and both cast orders; groups 1 to C; every dtype and
 layout, literal or generated inputs and parameters, NaN and inf among them; gradients, running
 statistics, framework defaults), runs each through every adapter and through the report (the case
 summary, the pairwise matrix and its explanations, the JSON and HTML, the failure text), and fails
@@ -77,8 +78,8 @@ def case_entries(ops=OPS):
     @st.composite
     def entries(draw):
         op = draw(st.sampled_from(list(ops)))
-        # layer_norm takes any rank from 2; the others [N, C] plus 0 to 3 spatial dims
-        rank = draw(st.integers(3 if op == "instance_norm" else 2, 6 if op == "layer_norm" else 5))
+        # layer_norm and rms_norm take any rank from 2; the others [N, C] plus 0 to 3 spatial dims
+        rank = draw(st.integers(3 if op == "instance_norm" else 2, 6 if op in ("layer_norm", "rms_norm") else 5))
         top = 6 if rank <= 4 else 3
         shape = ([draw(st.integers(1, 4)), draw(st.integers(1, 6))]
                  + [draw(st.integers(1, top)) for _ in range(rank - 2)])
@@ -109,7 +110,7 @@ def case_entries(ops=OPS):
         params = {}
         affine = op in ("instance_norm", "batch_norm", "layer_norm", "group_norm")
         axes = None
-        if op == "layer_norm":
+        if op in ("layer_norm", "rms_norm"):
             if draw(st.integers(0, 4)):  # else omitted: every dim but N
                 dims = draw(st.lists(st.integers(0, rank - 1), min_size=1, max_size=rank, unique=True))
                 # each dim written positive or negative (-1 is the last)
@@ -122,6 +123,12 @@ def case_entries(ops=OPS):
             for key in ("weight", "bias"):
                 if draw(st.booleans()):
                     params[key] = per_channel(draw, key, weight_shape, True, specials)
+        if op == "rms_norm":
+            maybe(draw, "eps", EPS + [None], params)  # None: the dtype's machine epsilon
+            maybe(draw, "cast", ["last", "before_weight"], params)
+            if draw(st.booleans()):
+                params["weight"] = per_channel(draw, "weight", [shape[a] for a in axes], True, specials)
+                maybe(draw, "weight_offset", [0.0, 1.0, -0.5], params)
         if op == "group_norm":
             params["groups"] = draw(st.sampled_from([g for g in range(1, c + 1) if c % g == 0]))
         running = False
@@ -154,7 +161,7 @@ def case_entries(ops=OPS):
         if op == "channel_stats":
             maybe(draw, "variance", ["biased", "unbiased"], params)
             maybe(draw, "method", ["pooled", "per_image_mean"], params)
-        if (affine or op == "channel_stats") and rare(draw, 10):
+        if (affine or op in ("channel_stats", "rms_norm")) and rare(draw, 10):
             params["framework_defaults"] = True
         if op != "channel_stats" and draw(st.booleans()):  # gradients of sum(y * grad_output)
             params["grad"] = True
@@ -165,11 +172,12 @@ def case_entries(ops=OPS):
             elif how == "literal" and size and size <= LITERAL_ELEMENTS:
                 params["grad_output"] = numbers(draw, shape, 0.0, 1.0, False)
             slice_params = dict(params, axes=axes, training=params.get("training", True))
-            if values_per_slice(op, shape, slice_params) == TWO_VALUE_SLICES:
+            if values_per_slice(op, shape, slice_params) == (1 if op == "rms_norm" else TWO_VALUE_SLICES):
                 # n = 2: 1 and yhat span the slice, so grad_x = P h / std is 0 up to eps (1e-12 |h| / std)
                 # while its rounding error is u |h| / std: the gradient atol, scaled by max |grad_x|
                 # (compare.default_tolerance), assumes |P h| ~ sqrt((n - 2) / n) |h| and does not hold.
                 # Found by --fuzz, seed 1; reported, tolerance unchanged: no gradient drawn here until then.
+                # rms_norm projects h off yhat alone: the same happens at n = 1 (grad_x = h eps / (x^2 + eps) / rms).
                 params.pop("grad")
                 params.pop("grad_output", None)
         entry["params"] = params
@@ -192,7 +200,7 @@ def values_per_slice(op: str, shape: list[int], params: dict) -> int | None:
         return spatial
     if op == "group_norm":
         return shape[1] // params["groups"] * spatial
-    if op == "layer_norm":
+    if op in ("layer_norm", "rms_norm"):
         n = 1
         for a in params["axes"]:
             n *= shape[a]
