@@ -12,11 +12,13 @@ def builtin():
     from .jax_adapter import JaxAdapter, JaxCudaAdapter
     from .labml_adapter import LabmlAdapter
     from .numpy_adapter import NumpyAdapter
+    from .onnx_adapter import ADAPTERS as ONNX
     from .recipes import RECIPES
     from .tensorflow_adapter import TensorflowAdapter
     from .torch_adapter import TorchAdapter
     from .torch_cuda_adapter import TorchCudaAdapter
+    from .torch_onnx_adapter import TorchOnnxAdapter
 
-    frameworks = [NumpyAdapter(), TorchAdapter(), TensorflowAdapter(), JaxAdapter(), LabmlAdapter(),
-                  TorchCudaAdapter(), JaxCudaAdapter(), CupyAdapter()]
-    return frameworks + [cls() for cls in RECIPES]
+    frameworks = [NumpyAdapter(), TorchAdapter(), TorchOnnxAdapter(), TensorflowAdapter(), JaxAdapter(),
+                  LabmlAdapter(), TorchCudaAdapter(), JaxCudaAdapter(), CupyAdapter()]
+    return frameworks + [cls() for cls in ONNX] + [cls() for cls in RECIPES]

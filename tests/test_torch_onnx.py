@@ -1,0 +1,112 @@
+"""The torch-onnx-ort adapter: PyTorch modules exported with torch.onnx.export (dynamo) and run by ONNX
+Runtime. Each export costs most of a second, so the tests export three models in all."""
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+from adapters.torch_onnx_adapter import NO_GRADIENTS, TRAINING, TorchOnnxAdapter
+from normconf.cases import load_text
+from normconf.engine import evaluate
+from normconf.records import Status
+
+pytest_plugins = ["pytester"]
+
+MISSING = [m for m in ("torch", "onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
+needs_export = pytest.mark.skipif(bool(MISSING), reason=f"not installed: {', '.join(MISSING)}")
+
+
+def cases(text: str) -> dict:
+    found, errors = load_text(text, "cases/onnx_demo.yaml")
+    assert not errors, errors
+    return {c.id: c for c in found}
+
+
+LAYER_NORM = """\
+cases:
+  - id: ln
+    op: layer_norm
+    input: {shape: [2, 3, 4, 5]}
+    params: {axes: [2, 3], weight: {generator: {dist: normal, seed: 3}}, bias: {generator: {dist: normal, seed: 4}}}
+    matrix: {input.layout: [channels_first, channels_last]}
+  - id: ln_other_weight
+    op: layer_norm
+    input: {shape: [2, 3, 4, 5]}
+    params: {axes: [2, 3], weight: {generator: {dist: normal, seed: 5}}, bias: {generator: {dist: normal, seed: 4}}}
+"""
+
+
+@needs_export
+def test_a_repeated_signature_is_served_from_the_cache_and_agrees_with_the_oracle():
+    found = cases(LAYER_NORM)
+    adapter = TorchOnnxAdapter()
+    first = evaluate(found["ln@layout=channels_first"], adapter)
+    assert first.status is Status.PASS, first.reason
+    assert adapter.export_stats()["exports"] == 1
+    entry = next(iter(adapter._exports.values()))
+    assert entry.nodes == ["LayerNormalization"] and entry.opset >= 18
+    assert entry.seconds > 0
+    # channels_last exports the same graph (ONNX has no memory format): the cache serves it
+    again = evaluate(found["ln@layout=channels_last"], adapter)
+    assert again.status is Status.PASS, again.reason
+    assert adapter.export_stats()["exports"] == 1 and entry.hits >= 1
+    np.testing.assert_array_equal(again.arrays["y"], first.arrays["y"])
+    # other weights are another model
+    other = evaluate(found["ln_other_weight"], adapter)
+    assert other.status is Status.PASS, other.reason
+    assert adapter.export_stats()["exports"] == 2
+    assert not np.array_equal(other.arrays["y"], first.arrays["y"])
+
+
+@needs_export
+def test_a_dtype_the_runtime_refuses_is_unsupported_with_its_message():
+    found = cases("cases:\n  - {id: f64, op: instance_norm, input: {shape: [2, 3, 4], dtype: float64}}\n")
+    result = evaluate(found["f64"], TorchOnnxAdapter())
+    # ONNX Runtime's CPU InstanceNormalization has a float kernel only
+    assert result.status is Status.UNSUPPORTED
+    assert "refuses the exported float64 model" in result.reason and "InstanceNormalization" in result.reason
+
+
+def test_training_passes_and_gradients_are_unsupported_without_an_export():
+    found = cases("""\
+cases:
+  - {id: train, op: batch_norm, input: {shape: [4, 3, 5]}}
+  - {id: track, op: instance_norm, input: {shape: [4, 3, 5]}, params: {track_running_stats: true}}
+  - {id: grads, op: group_norm, input: {shape: [2, 4, 3]}, params: {groups: 2, grad: true}}
+""")
+    adapter = TorchOnnxAdapter()
+    assert adapter.unsupported(found["train"]) == TRAINING
+    assert adapter.unsupported(found["track"]) == TRAINING
+    assert adapter.unsupported_outputs(found["grads"]) == {"grad_x": NO_GRADIENTS}
+    assert adapter.export_stats()["exports"] == 0
+
+
+def test_without_the_exporter_or_the_runtime_the_adapter_is_unavailable(monkeypatch):
+    real = importlib.util.find_spec
+    for module in ("onnxruntime", "onnxscript"):
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name, m=module: None if name == m else real(name))
+        monkeypatch.delitem(__import__("sys").modules, module, raising=False)
+        assert TorchOnnxAdapter().available() == f"module {module!r} is not installed"
+
+
+SUBSET = """\
+cases:
+  - {id: tagged, op: layer_norm, input: {shape: [2, 3]}, tags: [deploy]}
+  - {id: untagged, op: layer_norm, input: {shape: [2, 3]}, tags: [edge]}
+"""
+
+
+def test_a_case_outside_the_deploy_subset_makes_no_item_without_all_cases(pytester, monkeypatch):
+    monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
+    monkeypatch.delenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(pytester.path), os.environ.get("PYTHONPATH")])))
+    pytester.mkdir("cases")
+    (pytester.path / "cases" / "sub.yaml").write_text(SUBSET)
+    args = ("-p", "no:cacheprovider", "--adapters", "torch-onnx-ort", "cases")
+    items, _ = pytester.inline_genitems(*args)
+    assert [i.name for i in items] == ["sub/tagged[torch-onnx-ort]"]
+    items, _ = pytester.inline_genitems(*args, "--all-cases")
+    assert sorted(i.name for i in items) == ["sub/tagged[torch-onnx-ort]", "sub/untagged[torch-onnx-ort]"]
