@@ -75,6 +75,12 @@ REGISTRY = (
           ("y",), search=11),
     Cause("layout_misread", "a channels_last buffer read as channels_first or the reverse (input, output or both)",
           ("y", "running_mean", "running_var", "mean", "std"), search=12),
+    Cause("attribute_precision", "eps or momentum rounded to a 32-bit float attribute (ONNX) in a float64 case",
+          ("y", "running_mean", "running_var"), search=16),
+    Cause("compute_precision", "a float64 case computed in float32 (ONNX stash_type=1, OpenVINO's CPU plugin)",
+          ("y", "running_mean", "running_var"), search=17),
+    Cause("per_group_affine", "group norm's scale and bias per group (GroupNormalization-18) instead of per channel",
+          ("y",), search=18),
 )
 
 #: The cause ids, in the table's order (the order of docs/causes.md and of the schema's enum).
