@@ -8,6 +8,7 @@ from __future__ import annotations
 
 def builtin():
     """One instance of every built-in adapter, in report order."""
+    from .compiled import JaxJitAdapter, TensorflowXlaAdapter, TorchCompileAdapter
     from .cupy_adapter import CupyAdapter
     from .jax_adapter import JaxAdapter, JaxCudaAdapter
     from .labml_adapter import LabmlAdapter
@@ -21,4 +22,6 @@ def builtin():
 
     frameworks = [NumpyAdapter(), TorchAdapter(), TorchOnnxAdapter(), TensorflowAdapter(), JaxAdapter(),
                   LabmlAdapter(), TorchCudaAdapter(), JaxCudaAdapter(), CupyAdapter()]
+    # the compiled twins, after their eager adapters (default subset: the cases tagged `compiled`)
+    frameworks += [TorchCompileAdapter(), TensorflowXlaAdapter(), JaxJitAdapter()]
     return frameworks + [cls() for cls in ONNX] + [cls() for cls in RECIPES]
