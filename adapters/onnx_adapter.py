@@ -53,6 +53,12 @@ BF16_SINCE = {"InstanceNormalization": 22, "BatchNormalization": 15, "LayerNorma
 NO_GRADIENTS = "inference runtime: no gradients"
 
 
+def _round(dtype: str, v) -> np.ndarray:
+    from normconf.inputs import round_to_dtype
+
+    return np.asarray(round_to_dtype(np.asarray(v, dtype=np.float64), dtype), dtype=np.float64)
+
+
 def op_version(op_type: str, opset: int) -> int | None:
     """The version of ``op_type`` a graph of ``opset`` runs: the newest at or below it (None: none)."""
     found = [v for v in VERSIONS[op_type] if v <= opset]
@@ -107,7 +113,7 @@ def build_model(op_type: str, opset: int, dtype: str, rank: int, *, attrs: tuple
             nodes.append(helper.make_node("Cast", [cur], [f"{o}_f32"], to=TensorProto.FLOAT))
             cur = f"{o}_f32"
         nodes.append(helper.make_node("Identity", [cur], [o]))
-        outs.append(helper.make_tensor_value_info(o, host, None))
+        outs.append(helper.make_tensor_value_info(o, host, [f"{o}_{d}" for d in range(rank if i == 0 else 1)]))
     graph = helper.make_graph(nodes, f"{op_type}_{opset}", ins, outs)
     opsets = [helper.make_opsetid("", opset)]
     model = helper.make_model(graph, opset_imports=opsets, producer_name="normconf")
@@ -187,6 +193,18 @@ class OnnxAdapter(Adapter):
             return reason
         return self.refused(case)
 
+    def implements(self, op):
+        # RMSNormalization is new in opset 23: the opset-18 adapters have no API for rms_norm
+        return super().implements(op) and (op != "rms_norm" or self.opset >= 23)
+
+    def native_for(self, case):
+        out = super().native_for(case)
+        if case.op == "rms_norm":
+            # RMSNormalization's second stage (the scale) runs in the input type after the cast of
+            # the normalized values (stash_type governs the first stage only): LLaMA's order
+            out["cast"] = "before_weight"
+        return out
+
     def unsupported_outputs(self, case):
         return {name: NO_GRADIENTS for name in case.gradients}
 
@@ -236,7 +254,7 @@ class OnnxAdapter(Adapter):
         """Zeros of the case's shapes: what an empty batch's refusal is probed with."""
         c = case.shape[1]
         out = {"x": np.zeros(case.shape), "running_mean": np.zeros(c), "running_var": np.ones(c)}
-        if case.op == "layer_norm":
+        if case.op in ("layer_norm", "rms_norm"):
             sizes = [case.shape[a] for a in case.params["axes"]]
             out.update(weight=np.ones(sizes), bias=np.zeros(sizes))
         return out
@@ -301,6 +319,29 @@ class OnnxAdapter(Adapter):
         return model, feeds
 
     def layer_norm(self, case, inputs):
+        model, feeds = self.plan(case)
+        return {"y": self.output(case, self.execute(model, feeds(case, inputs))["Y"])}
+
+    def plan_rms_norm(self, case):
+        from normconf.cases import rms_eps
+
+        perm, axis, order = self.layer_norm_perm(case)
+        model = self.model("RMSNormalization", case, channel_op=False, perm=perm,
+                           attrs=(("axis", axis), ("epsilon", rms_eps(case.params, case.dtype))),
+                           params=(("scale", len(order)),))
+
+        def feeds(case, inputs):
+            sizes = [case.shape[a] for a in case.params["axes"]]
+            w = np.asarray(inputs["weight"]) if "weight" in inputs else np.ones(sizes)
+            if "weight" in inputs and case.params["weight_offset"]:
+                # RMSNormalization has one scale: the offset is folded into it, in the case dtype
+                w = _round(case.dtype, _round(case.dtype, w) + case.params["weight_offset"])
+            return {"X": self.x(case, inputs), "scale": self.vec(case, np.transpose(w, order))}
+        return model, feeds
+
+    def rms_norm(self, case, inputs):
+        if op_version("RMSNormalization", self.opset) is None:
+            raise NotImplementedError(self.no_api("rms_norm"))
         model, feeds = self.plan(case)
         return {"y": self.output(case, self.execute(model, feeds(case, inputs))["Y"])}
 

@@ -42,9 +42,16 @@ def test_built_models_pass_the_onnx_checker(op, params, dtype):
     onnx = pytest.importorskip("onnx")
     attrs = (("epsilon", 1e-5),) + ((("num_groups", 2),) if op == "GroupNormalization" else ())
     for opset in (18, 23):
+        native = ox.op_version(op, opset) >= ox.BF16_SINCE[op]  # else the node runs in float32 between Casts
         model = onnx.load_from_string(ox.build_model(op, opset, dtype, 4, attrs=attrs, params=params,
-                                                     perm=(0, 3, 1, 2)))
-        onnx.checker.check_model(model, full_check=True)
+                                                     perm=(0, 3, 1, 2), bf16_native=native))
+        if op == "GroupNormalization" and opset == 18:
+            # onnx 1.16+ deprecates GroupNormalization-18 (its per-group scale): the checker refuses it,
+            # the runtimes still run it (the opset-18 adapters)
+            with pytest.raises(onnx.checker.ValidationError, match="deprecated"):
+                onnx.checker.check_model(model, full_check=True)
+        else:
+            onnx.checker.check_model(model, full_check=True)
         kinds = [n.op_type for n in model.graph.node]
         assert kinds.count(op) == 1 and kinds.count("Transpose") == 2
         # bfloat16 travels as float32 and is Cast around the node (or around its output)
@@ -103,7 +110,8 @@ def test_float64_group_norm_through_the_float32_stash_is_explained():
     pytest.importorskip("onnxruntime")
     r = reproduce(ONNX_CASES, "float64_group_norm_stash_mean1e4_2x4x8x8", "onnxruntime")
     assert r["status"] == "expected", r["reason"]
-    assert r["outputs"]["y"]["max_abs"] > 10  # the float32 one-pass variance cancels at mean 1e4
+    # the float32 one-pass variance cancels at mean 1e4: negative in some groups (y NaN)
+    assert r["outputs"]["y"]["nan_actual"] > 0 and r["outputs"]["y"]["nan_expected"] == 0
     assert set(r["explanation"].get("causes", [r["explanation"]["cause"]])) == {"compute_precision",
                                                                              "one_pass_variance"}
     # at opset 18 (no stash_type) the one-pass variance runs in float64
