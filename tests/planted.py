@@ -161,6 +161,8 @@ def port(case, t: dict, read=lambda v: v, affine=add_affine) -> dict:
         n, c, g = x.shape[0], x.shape[1], p["groups"]
         grouped = x.reshape((n, g, c // g) + tuple(x.shape[2:]))
         y = _standardize(grouped, list(range(2, grouped.ndim)), p["eps"], _ddof(p)).reshape(x.shape)
+    elif op == "rms_norm":
+        return {"y": rms_norm(case, t, x)}
     elif op == "batch_norm":  # without x_steps: not reached (batch norm always has them)
         raise ValueError("batch_norm without x_steps")
     else:
@@ -196,6 +198,87 @@ def run(case, inputs: dict, forward) -> dict:
 def correct(case, inputs: dict) -> dict:
     """The port without a bug: must agree with the oracle wherever the case is well posed."""
     return run(case, inputs, lambda t: port(case, t))
+
+
+# ----------------------------------------------------------------------------- rms_norm
+
+HALF = ("float16", "bfloat16")
+OTHER_CAST = {"last": "before_weight", "before_weight": "last"}
+
+
+def _rounded(v, dtype: str):
+    """``v`` rounded to ``dtype`` and back to float64: a cast, which autograd passes gradients through."""
+    torch = _torch()
+    return v.to(getattr(torch, dtype)).to(torch.float64)
+
+
+def rms_norm(case, t: dict, x, *, offset=None, eps=None, cast=None, dims=None, subtract_mean=False,
+             eps_outside=False):
+    """RMSNorm as LLaMA and Gemma write it (``x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) +
+    eps)``, then the weight), in float64 over the case's axes, with the case's rounding points:
+    ``cast: before_weight`` rounds x / rms to the input dtype and multiplies by the weight there
+    (LLaMA's ``.type_as(x) * self.weight``), ``last`` multiplies first (Gemma). Each keyword
+    plants one bug: another ``offset`` (1 + weight for weight, or the reverse), ``eps``, ``cast``
+    or ``dims``; ``subtract_mean``: F.layer_norm's (x - mean) / sqrt(var + eps) in place of the RMS
+    (an nn.LayerNorm standing in for the RMSNorm); ``eps_outside``: x / (sqrt(mean(x^2)) + eps)."""
+    from normconf.cases import rms_eps
+
+    torch = _torch()
+    p, dt = case.params, case.dtype
+    dims = list(p["axes"]) if dims is None else dims
+    eps = rms_eps(p, dt) if eps is None else eps
+    cast = p["cast"] if cast is None else cast
+    offset = p["weight_offset"] if offset is None else offset
+    if subtract_mean:
+        yhat = torch.nn.functional.layer_norm(x.movedim(dims, list(range(-len(dims), 0))),
+                                              [x.shape[d] for d in dims], eps=eps)
+        yhat = yhat.movedim(list(range(-len(dims), 0)), dims)
+    elif eps_outside:
+        yhat = x / (x.pow(2).mean(dims, keepdim=True).sqrt() + eps)
+    else:
+        yhat = x * torch.rsqrt(x.pow(2).mean(dims, keepdim=True) + eps)
+    if "weight" not in t:
+        return _rounded(yhat, dt) if cast == "before_weight" else yhat
+    w = t["weight"].reshape([x.shape[d] if d in p["axes"] else 1 for d in range(x.ndim)])
+    if cast == "before_weight":
+        return _rounded(_rounded(yhat, dt) * _rounded(offset + w, dt), dt)
+    return yhat * (offset + w)
+
+
+def rms_fault(**bug):
+    """The rms_norm port with one bug (``"other"``: the other weight_offset, cast or axes; ``eps=
+    "default"``: torch's eps=None, the dtype's machine epsilon, where the case gives a number, and
+    the 1e-6 of Keras, Flax, LLaMA and Gemma where the case asks for eps=None)."""
+    def fault(case, inputs):
+        p, r = case.params, len(case.shape)
+        kw = dict(bug)
+        if kw.get("offset") == "other":
+            kw["offset"] = 1.0 - p["weight_offset"] if p["weight_offset"] in (0.0, 1.0) else 0.0
+        if kw.get("cast") == "other":
+            kw["cast"] = OTHER_CAST[p["cast"]]
+        if kw.get("eps") == "default":
+            kw["eps"] = 1e-6 if p["eps"] is None else float(_torch().finfo(getattr(_torch(), case.dtype)).eps)
+        if kw.get("dims") == "other":  # the last dim alone, or where that is what was asked, every dim but N
+            own = sorted(a % r for a in p["axes"])
+            kw["dims"] = [r - 1] if own != [r - 1] else list(range(1, r)) if r > 2 else [0]
+        return run(case, inputs, lambda t: {"y": rms_norm(case, t, t["x"], **kw)})
+    return fault
+
+
+def rms_half(case, inputs):
+    """LLaMA's RMSNorm without its ``x.float()``: ``x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) +
+    eps)`` on the float16 tensor, every step in float16 (a square past 65504 is inf, and y = 0)."""
+    torch = _torch()
+    p = case.params
+    from normconf.cases import rms_eps
+
+    x = torch.tensor(np.asarray(inputs["x"]), dtype=torch.float16)
+    dims = list(p["axes"])
+    y = x * torch.rsqrt(x.pow(2).mean(dims, keepdim=True) + rms_eps(p, case.dtype))
+    if "weight" in inputs:
+        w = torch.tensor(np.asarray(inputs["weight"]), dtype=torch.float16)
+        y = y * (p["weight_offset"] + w.reshape([x.shape[d] if d in p["axes"] else 1 for d in range(x.ndim)]))
+    return {"y": y.to(torch.float64).numpy()}
 
 
 # ----------------------------------------------------------------------------- memory layouts
@@ -405,6 +488,10 @@ def _grouping_moves(case) -> bool:
     return case.op == "group_norm" and 1 < case.params["groups"] < case.shape[1]
 
 
+def _rms(case) -> bool:
+    return case.op == "rms_norm"
+
+
 def _half_applies(case) -> bool:
     if case.dtype != "float16" or case.op not in STAT_OPS + ("channel_stats",) or case.params.get("grad"):
         return False
@@ -425,4 +512,14 @@ FAULTS = [
     ("float16 accumulators", ("low_precision_accumulation",), _half_applies, half_accumulators),
     ("Normalize x std", (), lambda c: c.op == "normalize", normalize_times_std),
     ("bias subtracted", (), lambda c: c.op in STAT_OPS and c.params.get("bias") is not None, bias_subtracted),
+    ("rms: weight, 1 + weight", ("weight_offset",), lambda c: _rms(c) and c.params["weight"] is not None,
+     rms_fault(offset="other")),
+    ("rms: torch eps=None, 1e-6", ("eps_value",), _rms, rms_fault(eps="default")),
+    ("rms: cast order", ("cast_order",), lambda c: _rms(c) and c.dtype in HALF and c.params["weight"] is not None,
+     rms_fault(cast="other")),
+    ("rms: a layer norm", ("mean_subtracted",), _rms, rms_fault(subtract_mean=True)),
+    ("rms: eps outside sqrt", ("eps_on_std",), _rms, rms_fault(eps_outside=True)),
+    ("rms: other axes", ("reduction_axes",), _rms, rms_fault(dims="other")),
+    ("rms: float16, no x.float()", ("low_precision_accumulation",),
+     lambda c: _rms(c) and c.dtype == "float16" and not c.params["grad"], rms_half),
 ]

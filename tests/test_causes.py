@@ -82,6 +82,8 @@ cases:
      params: {method: per_image_mean}}
   - {id: normalize, op: normalize, input: {shape: [2, 3, 3, 3], dtype: float32, generator: {dist: normal, seed: 12}},
      params: {mean: [0.5, 0.4, 0.3], std: [0.2, 0.3, 0.4]}}
+  - {id: rms, op: rms_norm, input: {shape: [3, 4, 16], dtype: float16, generator: {dist: normal, mean: 2.0, std: 0.1, seed: 13}},
+     params: {axes: [-1], weight: {generator: {dist: normal, seed: 14}}, weight_offset: 1.0, cast: before_weight}}
 """
 SMALL, _errors = load_text(CASES, "causes.yaml")
 

@@ -224,13 +224,14 @@ def _affine(case):
 FAULTS = [
     ("n-1 divisor", ("variance_divisor",), lambda c: "variance" in c.params,
      lambda c, i: with_params(c, i, variance=OTHER[c.params["variance"]])),
-    ("eps 1e-3", ("eps_value",), lambda c: c.op in STAT_OPS,
+    ("eps 1e-3", ("eps_value",), lambda c: c.op in STAT_OPS + ("rms_norm",),
      lambda c, i: with_params(c, i, eps=_eps_other(c))),
     ("eps added to std", ("eps_on_std",), lambda c: c.op in STAT_OPS,
      lambda c, i: hand_written(c, i, form="std")),
     ("one-pass var float32", ("one_pass_variance",), lambda c: c.op in STAT_OPS + ("channel_stats",),
      lambda c, i: hand_written(c, i, one_pass=True)),
-    ("float16 sums", ("low_precision_accumulation",), lambda c: c.dtype == "float16" and c.op != "normalize",
+    ("float16 sums", ("low_precision_accumulation",),
+     lambda c: c.dtype == "float16" and c.op in STAT_OPS + ("channel_stats",),
      lambda c, i: hand_written(c, i, half_sums=True)),
     ("mean rounded to dtype", ("low_precision_accumulation",),
      lambda c: c.dtype in ("float16", "bfloat16") and c.op in STAT_OPS and not (c.op == "batch_norm" and not c.params["training"]),
@@ -258,7 +259,7 @@ FAULTS = [
     ("per-image std + n-1", ("per_image_std", "variance_divisor"), lambda c: c.op == "channel_stats",
      lambda c, i: with_params(c, i, variance=OTHER[c.params["variance"]],
                               method="pooled" if c.params["method"] == "per_image_mean" else "per_image_mean")),
-    ("missing affine + n-1", ("affine_default", "variance_divisor"), _affine,
+    ("missing affine + n-1", ("affine_default", "variance_divisor"), lambda c: _affine(c) and "variance" in c.params,
      lambda c, i: drop_affine(c, i, variance=OTHER[c.params["variance"]])),
 ]
 

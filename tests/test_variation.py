@@ -46,11 +46,47 @@ def test_the_default_variation_is_the_oracle_bit_for_bit(case):
     inputs = generate(case)
     want = oracle.reference(case, inputs)
     forward = {n: v for n, v in want.items() if n not in GRADIENTS}
-    for variation in (oracle.Variation(), oracle.Variation(moments=recording([]))):
+    # rms_norm has no mean and variance: the explainer varies its statistic with normconf.explain.rms
+    hooks = () if case.op == "rms_norm" else (oracle.Variation(moments=recording([])),)
+    for variation in (oracle.Variation(), *hooks):
         got = oracle.reference(case, inputs, variation)
         assert set(got) == set(forward)
         for name, value in forward.items():
             assert same_bits(got[name], value), name
+
+
+RMS = [c for c in load_paths([ROOT / "cases"])[0] if c.op == "rms_norm"]
+
+
+@pytest.mark.parametrize("case", RMS, ids=[c.key for c in RMS])
+def test_the_explainers_rms_forward_is_the_oracle_bit_for_bit(case):
+    """normconf.explain.rms.forward assembles y as the oracle does (weight, weight_offset, cast); the
+    rms_norm variants change only the statistic or subtract the mean, so unchanged it is the oracle."""
+    from normconf.explain import rms
+
+    inputs = generate(case)
+    assert same_bits(rms.forward(case, inputs)["y"], oracle.reference(case, inputs)["y"])
+
+
+def test_rms_variants_change_what_they_say():
+    """The layer norm variant subtracts the mean (y of a layer norm times the weight); computed in
+    float16 throughout, a square past 65504 makes its slice's y 0; a moments hook is refused."""
+    from normconf.explain import rms
+
+    case = one("cases: [{id: r, op: rms_norm, input: {shape: [3, 16], dtype: float16, generator: {dist: normal, "
+               "mean: 2.0, seed: 7}}, params: {weight: {generator: {dist: normal, mean: 1.0, seed: 8}}}}]")
+    inputs = generate(case)
+    x, w = inputs["x"], inputs["weight"]
+    got = rms.forward(case, inputs, subtract_mean=True)["y"]
+    np.testing.assert_allclose(got, oracle.normalize_over(x, (1,), 1e-6, 0) * w, rtol=1e-13)
+    assert not np.allclose(got, oracle.reference(case, inputs)["y"], rtol=1e-2)
+    big = dict(inputs, x=np.where(np.arange(16) == 3, 300.0, x))  # 300^2 = 9e4 > 65504 in every row
+    half = rms.in_dtype("float16", "pairwise")(case, big)["y"]
+    assert (half == 0).all() and np.isfinite(oracle.reference(case, big)["y"]).all()
+    close = rms.in_dtype("float16", "pairwise")(case, inputs)["y"]
+    np.testing.assert_allclose(close, oracle.reference(case, inputs)["y"], rtol=4e-3, atol=4e-3)
+    with pytest.raises(ValueError, match="rms_norm has no mean and variance"):
+        oracle.reference(case, inputs, oracle.Variation(moments=recording([])))
 
 
 def test_the_moments_hook_computes_every_statistic_y_last():

@@ -15,7 +15,7 @@ def op_axes(case: Case, ndim: int) -> tuple[int, ...]:
     """The dims the op's statistics reduce over (group norm: before grouping, see :func:`geometry`)."""
     if case.op == "instance_norm":
         return tuple(range(2, ndim))
-    if case.op == "layer_norm":
+    if case.op in ("layer_norm", "rms_norm"):
         return tuple(case.params["axes"])
     return (0,) + tuple(range(2, ndim))  # batch_norm, channel_stats (pooled), normalize (per channel)
 
@@ -44,23 +44,31 @@ def count(case: Case, x: np.ndarray, axes=None) -> int:
 
 
 def shape_for(case: Case, ndim: int, shape) -> Callable:
-    """Shapes a weight or bias to broadcast over y (layer norm: the normalized dims; else per channel)."""
-    if case.op == "layer_norm":
+    """Shapes a weight or bias to broadcast over y (layer and rms norm: the normalized dims; else per channel)."""
+    if case.op in ("layer_norm", "rms_norm"):
         axes = case.params["axes"]
         return lambda v: np.asarray(v, dtype=np.float64).reshape([shape[d] if d in axes else 1 for d in range(ndim)])
     return lambda v: np.asarray(v, dtype=np.float64).reshape((1, -1) + (1,) * (ndim - 2))
 
 
 def affine(case: Case, inputs: dict, y):
-    """y times the case's weight plus its bias, as the oracle applies them."""
-    return oracle._affine(y, inputs, shape_for(case, y.ndim, y.shape))
+    """y times the case's weight plus its bias, as the oracle applies them (rms_norm: times
+    weight_offset + weight, before any rounding of its ``cast``)."""
+    shape = shape_for(case, y.ndim, y.shape)
+    if case.op == "rms_norm" and "weight" in inputs:
+        with np.errstate(invalid="ignore", over="ignore"):
+            return y * (case.params["weight_offset"] + shape(inputs["weight"]))
+    return oracle._affine(y, inputs, shape)
 
 
 def unaffine(case: Case, inputs: dict, y):
-    """The normalized values behind y: its bias subtracted, then divided by its weight."""
+    """The normalized values behind y: its bias subtracted, then divided by its weight (rms_norm: by
+    weight_offset + weight)."""
     y = np.asarray(y, dtype=np.float64)
     shape = shape_for(case, y.ndim, y.shape)
     with np.errstate(divide="ignore", invalid="ignore"):
+        if case.op == "rms_norm":
+            return y / (case.params["weight_offset"] + shape(inputs["weight"])) if "weight" in inputs else y
         if "bias" in inputs:
             y = y - shape(inputs["bias"])
         if "weight" in inputs:

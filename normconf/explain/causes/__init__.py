@@ -75,6 +75,11 @@ REGISTRY = (
           ("y",), search=11),
     Cause("layout_misread", "a channels_last buffer read as channels_first or the reverse (input, output or both)",
           ("y", "running_mean", "running_var", "mean", "std"), search=12),
+    Cause("weight_offset", "rms_norm scaled by weight where (1 + weight) was asked (Gemma's unit offset), or the "
+          "reverse", ("y",), search=13),
+    Cause("cast_order", "rms_norm's x / rms rounded to the input dtype before the weight multiply (LLaMA), or after it "
+          "(Gemma)", ("y",), search=14),
+    Cause("mean_subtracted", "a layer norm (mean subtracted) where an RMS norm was asked", ("y",), search=15),
     Cause("attribute_precision", "eps or momentum rounded to a 32-bit float attribute (ONNX) in a float64 case",
           ("y", "running_mean", "running_var"), search=16),
     Cause("compute_precision", "a float64 case computed in float32 (ONNX stash_type=1, OpenVINO's CPU plugin)",

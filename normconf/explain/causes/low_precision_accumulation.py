@@ -11,14 +11,18 @@ from ...inputs import round_to_dtype
 from ..arith import MAXIMUM, low_precision, rounded_mean, stat_summary, with_moments
 from ..bounds import c_pairwise, states
 from ..geometry import STAT_OPS, geometry
+from ..rms import in_dtype, low_precision_square_mean, mean_square
 from ..variant import Variant
 
 
 def computed(ex) -> list[Variant]:
     """Two-pass sums in the input dtype (the summations NumPy, loops and trees give), the variance's
-    sum alone (``np.var`` of float16), and the mean rounded to a 16-bit dtype before x - mean."""
+    sum alone (``np.var`` of float16), and the mean rounded to a 16-bit dtype before x - mean;
+    rms_norm: the squares and their mean in the input dtype (:func:`rms_variants`)."""
     case, dt = ex.case, ex.case.dtype
     out: list[Variant] = []
+    if case.op == "rms_norm":
+        return rms_variants(ex)
     if case.op not in STAT_OPS + ("channel_stats",) or (case.op == "batch_norm" and not case.params["training"]):
         return out
     if dt == "float64":
@@ -34,6 +38,40 @@ def computed(ex) -> list[Variant]:
                            fn=with_moments(rounded_mean, dt)))
         out.append(Variant("low_precision_accumulation", {"dtype": dt, "sum": "pairwise", "only": "variance"},
                            text, fn=with_moments(low_precision, dt, "pairwise", True)))
+    return out
+
+
+def rms_variants(ex) -> list[Variant]:
+    """rms_norm without the cast to float32 (LLaMA's ``x.float()``): every step in the input dtype,
+    x^2 rounded to it and summed there (float16: pairwise, sequential, a tree; bfloat16: float32
+    accumulators rounded once, as torch's reductions, or a tree), or float32 sums done sequentially."""
+    dt = ex.case.dtype
+    hows = {"float16": ("pairwise", "sequential", "tree"), "bfloat16": ("pairwise", "tree"),
+            "float32": ("sequential",)}.get(dt, ())
+    return [Variant("low_precision_accumulation", {"dtype": dt, "sum": how, "statistic": "mean(x^2)"}, rms_text,
+                    fn=in_dtype(dt, how))
+            for how in hows]
+
+
+def rms_text(ex, v: Variant) -> str:
+    """The squares' mean in the input dtype: how far off it is, where it overflows."""
+    dt, how = v.params["dtype"], v.params["sum"]
+    head = (f"computed in {dt} throughout, x^2 and its mean over the normalized dims too ({how} sums, "
+            f"u = {UNIT[dt]:.3g}), instead of in float32")
+    axes = tuple(ex.case.params["axes"])
+    with np.errstate(all="ignore"):
+        got = low_precision_square_mean(dt, how)(ex.x, axes)
+        want = mean_square(ex.x, axes)
+        rel = np.abs(got - want) / want
+    finite = np.isfinite(rel) & np.isfinite(got)
+    out = head
+    if finite.any():
+        out += f": mean(x^2) off by up to {rel[finite].max():.3g} relative"
+    over = int((np.isinf(got) & np.isfinite(want)).sum())
+    if over:
+        big = float(np.abs(ex.x).max()) if ex.x.size else 0.0
+        out += (f"; inf in {over} slice(s), where x^2 or the sum passes {dt}'s largest value {MAXIMUM[dt]:.5g} "
+                f"(|x| up to {big:.4g}), so y = x / inf = 0 there")
     return out
 
 

@@ -24,11 +24,12 @@ def discrete(ex) -> list[Variant]:
 
 
 def computed(ex) -> list[Variant]:
-    """y's statistics over other dims (instance, layer, batch norm), or the channel axis read as
-    another dim (group norm, channel_stats, normalize)."""
+    """y's statistics over other dims (instance, layer, batch and rms norm), or the channel axis read
+    as another dim (group norm, channel_stats, normalize)."""
     case, x = ex.case, ex.x
     r, op = x.ndim, case.op
-    if op in ("instance_norm", "layer_norm", "batch_norm") and not (op == "batch_norm" and not case.params["training"]):
+    if op in ("instance_norm", "layer_norm", "batch_norm", "rms_norm") and not (
+            op == "batch_norm" and not case.params["training"]):
         own = tuple(sorted(op_axes(case, r)))
         return [Variant("reduction_axes", {"axes": list(axes)},
                         f"statistics over dims {list(axes)} ({label}) instead of {list(own)}",
@@ -63,7 +64,7 @@ def _axis_sets(case, r: int) -> dict:
         keep = (0, d) if op == "instance_norm" else (d,) if op == "batch_norm" else None
         if keep is not None:
             sets.setdefault(tuple(a for a in range(r) if a not in keep), label)
-    if op == "layer_norm" and r > 2:  # axes taken in the other layout's memory order
+    if op in ("layer_norm", "rms_norm") and r > 2:  # axes taken in the other layout's memory order
         perm = [0] + list(range(2, r)) + [1]
         inv = list(np.argsort(perm))
         for mapping, label in ((perm, "axes read in channels_last memory order"),
