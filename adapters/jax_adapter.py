@@ -19,11 +19,15 @@ class JaxAdapter(Adapter):
     # Flax normalizes with the biased variance and stores the biased batch variance in
     # batch_stats['var'], with no option for either:
     # https://flax.readthedocs.io/en/latest/api_reference/flax.linen/layers.html#flax.linen.BatchNorm
-    native = {"variance": "biased", "running_variance": "biased"}
+    # flax.linen.RMSNorm multiplies rsqrt(var + eps) by the scale in float32 (force_float32_reductions), then x,
+    # and casts to the input dtype last (flax/linen/normalization.py, _normalize):
+    # https://github.com/google/flax/blob/main/flax/linen/normalization.py
+    native = {"variance": "biased", "running_variance": "biased", "cast": "last"}
     # Flax defaults: epsilon=1e-6 for LayerNorm/GroupNorm/InstanceNorm, 1e-5 and momentum=0.99 (old-value
     # weight) for BatchNorm; jnp.std ddof=0. https://flax.readthedocs.io/en/latest/api_reference/flax.linen/layers.html
     defaults = {op: {"eps": 1e-6} for op in ("instance_norm", "layer_norm", "group_norm")}
     defaults.update(batch_norm={"eps": 1e-5, "momentum": 0.01}, channel_stats={"variance": "biased"})
+    defaults["rms_norm"] = {"eps": 1e-6}  # flax.linen.RMSNorm(epsilon=1e-6)
 
     def native_for(self, case):
         # channel_stats is jnp.std, which takes ddof: only the Flax modules fix the divisor.
@@ -89,13 +93,27 @@ class JaxAdapter(Adapter):
     def layer_norm(self, case, inputs):
         import flax.linen as nn
 
-        rank = len(case.shape)
-        # canonical dim a in memory order: channels_last moves C to the end and the spatial dims up one
-        axes = [a if case.layout == "channels_first" or a == 0 else rank - 1 if a == 1 else a - 1
-                for a in case.params["axes"]]
+        axes = _memory_axes(case)
         module = nn.LayerNorm(reduction_axes=axes, feature_axes=axes, **_common(case, inputs))
         # Flax's scale has the normalized dims in memory order; the case's weight is in canonical order.
         return self._flax(case, inputs, module, weight=lambda v: np.transpose(v, np.argsort(axes)),
+                          back=lambda v: np.transpose(v, np.argsort(np.argsort(axes))))
+
+    def rms_norm(self, case, inputs):
+        """``flax.linen.RMSNorm`` over the case's axes in memory order; its scale (a float32 parameter for half
+        inputs) holds ``weight_offset + weight`` (Gemma's 1 + weight, as a port of its checkpoint loads it), the
+        gradient of the scale being the weight's. ``eps: null`` is passed as the dtype's machine epsilon."""
+        import flax.linen as nn
+        import jax.numpy as jnp
+
+        from normconf.cases import rms_eps
+
+        p, axes = case.params, _memory_axes(case)
+        module = nn.RMSNorm(epsilon=rms_eps(p, case.dtype), dtype=jnp.dtype(case.dtype),
+                            param_dtype=_param_dtype(case), use_scale="weight" in inputs, reduction_axes=axes,
+                            feature_axes=axes)
+        return self._flax(case, inputs, module,
+                          weight=lambda v: np.transpose(v, np.argsort(axes)) + p["weight_offset"],
                           back=lambda v: np.transpose(v, np.argsort(np.argsort(axes))))
 
     def group_norm(self, case, inputs):
@@ -170,6 +188,14 @@ class JaxAdapter(Adapter):
 
     def running_stats(self, case, layer):
         return layer.stats["mean"], layer.stats["var"]
+
+
+def _memory_axes(case) -> list[int]:
+    """layer_norm's and rms_norm's ``axes`` (canonical dims) in the layout's memory order: channels_last moves
+    C to the end and the spatial dims up one."""
+    rank = len(case.shape)
+    return [a if case.layout == "channels_first" or a == 0 else rank - 1 if a == 1 else a - 1
+            for a in case.params["axes"]]
 
 
 def _cax(case) -> int:

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from normconf.adapter import Adapter, from_layout, host_dtype, to_layout
+from normconf.cases import rms_eps
 
 DDOF = {"biased": 0, "unbiased": 1}
 
@@ -76,9 +77,10 @@ class NumpyAdapter(Adapter):
             y = y + self.per_channel(case, inputs["bias"], x.ndim)
         return {"y": from_layout(y, case.layout)}
 
-    def layer_norm(self, case, inputs):
+    def axes_weight(self, case, x):
+        """layer_norm's and rms_norm's ``axes`` in the layout's memory order, and a function shaping a
+        weight (its dims in canonical order) to broadcast over ``x`` in the case dtype."""
         xp, dt = self.xp, np.dtype(case.dtype)
-        x = self.array(case, inputs["x"])
         axes = [_axis(a, case.layout, x.ndim) for a in case.params["axes"]]
         order = sorted(range(len(axes)), key=lambda i: axes[i])  # weight dims in memory order
 
@@ -88,7 +90,30 @@ class NumpyAdapter(Adapter):
             for i, a in enumerate(sorted(axes)):
                 shape[a] = v.shape[i]
             return v.reshape(shape)
-        return {"y": from_layout(self.norm(case, inputs, x, tuple(axes), weight_shape), case.layout)}
+        return tuple(axes), weight_shape
+
+    def layer_norm(self, case, inputs):
+        x = self.array(case, inputs["x"])
+        axes, weight_shape = self.axes_weight(case, x)
+        return {"y": from_layout(self.norm(case, inputs, x, axes, weight_shape), case.layout)}
+
+    def rms_norm(self, case, inputs):
+        """``x / sqrt(mean(x * x) + eps)`` in float32 for half inputs (the case dtype otherwise), then the
+        weight where the case's ``cast`` puts it: in float32 before one cast (``last``), or in the case dtype
+        after casting (``before_weight``); ``eps: null`` is the dtype's ``np.finfo(...).eps``."""
+        xp, p, dt = self.xp, case.params, np.dtype(case.dtype)
+        ct = np.promote_types(dt, np.float32)
+        x = self.array(case, inputs["x"])
+        axes, weight_shape = self.axes_weight(case, x)
+        xc = x.astype(ct)
+        yhat = xc / xp.sqrt(xp.mean(xc * xc, axis=axes, keepdims=True) + ct.type(rms_eps(p, case.dtype)))
+        if "weight" not in inputs:
+            y = yhat.astype(dt)
+        elif p["cast"] == "before_weight":
+            y = yhat.astype(dt) * (dt.type(p["weight_offset"]) + weight_shape(inputs["weight"]))
+        else:
+            y = (yhat * (ct.type(p["weight_offset"]) + weight_shape(inputs["weight"]).astype(ct))).astype(dt)
+        return {"y": from_layout(y, case.layout)}
 
     def batch_norm(self, case, inputs):
         dt = np.dtype(case.dtype)

@@ -19,11 +19,16 @@ class TensorflowAdapter(Adapter):
     # Keras normalizes with the biased variance and writes the biased batch variance into moving_variance
     # (tf.nn.moments has no divisor knob): https://keras.io/api/layers/normalization_layers/batch_normalization/
     # tf.math.reduce_std has no ddof either: https://www.tensorflow.org/api_docs/python/tf/math/reduce_std
-    native = {"variance": "biased", "running_variance": "biased"}
+    # keras.ops.rms_normalization (RMSNormalization's call) normalizes and multiplies by the scale in float32 and
+    # casts to the input dtype last:
+    # https://github.com/keras-team/keras/blob/v3.15.1/keras/src/ops/nn.py (_rms_normalization)
+    native = {"variance": "biased", "running_variance": "biased", "cast": "last"}
     # Keras defaults: epsilon=1e-3 in all three layers, BatchNormalization momentum=0.99 (old-value weight,
     # 0.01 in the case's convention): https://keras.io/api/layers/normalization_layers/
     defaults = {op: {"eps": 1e-3} for op in ("instance_norm", "layer_norm", "group_norm")}
     defaults.update(batch_norm={"eps": 1e-3, "momentum": 0.01}, channel_stats={"variance": "biased"})
+    # RMSNormalization(axis=-1, epsilon=1e-6): https://keras.io/api/layers/normalization_layers/rms_normalization/
+    defaults["rms_norm"] = {"eps": 1e-6}
 
     def version(self):
         for dist in ("tensorflow", "tensorflow-cpu"):  # the same package under two distribution names
@@ -42,6 +47,16 @@ class TensorflowAdapter(Adapter):
             # Keras' momentum is a fixed float: no cumulative average (PyTorch momentum=None), see
             # https://keras.io/api/layers/normalization_layers/batch_normalization/
             return "keras.layers.BatchNormalization has no cumulative-average mode (momentum null)"
+        if case.op == "rms_norm":
+            rank = len(case.shape)
+            memory = sorted(_memory_axes(case))
+            if memory != list(range(rank - len(memory), rank)):
+                # _rms_normalization multiplies by the scale as built, shaped like the normalized dims, without
+                # reshaping it to broadcast over x (as LayerNormalization's rms_scaling did, keras#19642)
+                return ("keras.layers.RMSNormalization multiplies by its scale (shaped like the normalized dims) "
+                        "without reshaping it: normalized dims that are not the trailing ones of the layout raise "
+                        "'Incompatible shapes' (or broadcast it along the wrong dims); the same bug in "
+                        "LayerNormalization(rms_scaling=True): https://github.com/keras-team/keras/issues/19642")
         return super().unsupported(case)
 
     def run(self, case, inputs):
@@ -73,7 +88,7 @@ class TensorflowAdapter(Adapter):
             out, layer = forward(x)
         if case.params.get("grad"):
             names = case.gradients
-            sources = {"grad_x": x, "grad_weight": getattr(layer, "gamma", None),
+            sources = {"grad_x": x, "grad_weight": weight_variable(layer),
                        "grad_bias": getattr(layer, "beta", None)}
             grads = tape.gradient(out["y"], [sources[n] for n in names],
                                   output_gradients=self.cast(case, to_layout(inputs["grad_output"], case.layout)))
@@ -117,6 +132,26 @@ class TensorflowAdapter(Adapter):
         def forward(x):
             layer = keras.layers.LayerNormalization(axis=axes, epsilon=case.params["eps"], **_affine_args(case, inputs))
             return {"y": self._affine(layer, x, inputs, lambda v: self.cast(case, np.transpose(v, order)))(x)}, layer
+        return self.taped(case, inputs, forward, unarrange=lambda v: np.transpose(v, np.argsort(order)))
+
+    def rms_norm(self, case, inputs):
+        """``keras.layers.RMSNormalization`` over the case's axes in memory order; its ``scale`` holds
+        ``weight_offset + weight`` in the layer's dtype (Gemma's 1 + weight, as a port of its checkpoint
+        loads it), ones without a weight (the layer always scales). ``eps: null`` is passed as the dtype's
+        machine epsilon: Keras' own None would be ``keras.config.epsilon()``, 1e-7."""
+        import keras
+
+        from normconf.cases import rms_eps
+
+        p = case.params
+        axes = _memory_axes(case)
+        order = np.argsort(axes)  # scale has the dims of the sorted (memory-order) axes
+
+        def forward(x):
+            layer = keras.layers.RMSNormalization(axis=axes, epsilon=rms_eps(p, case.dtype), dtype=case.dtype)
+            shifted = {"weight": np.asarray(inputs["weight"]) + p["weight_offset"]} if "weight" in inputs else {}
+            call = self._affine(layer, x, shifted, lambda v: self.cast(case, np.transpose(v, order)))
+            return {"y": call(x)}, layer
         return self.taped(case, inputs, forward, unarrange=lambda v: np.transpose(v, np.argsort(order)))
 
     def batch_norm(self, case, inputs):
@@ -170,13 +205,31 @@ class TensorflowAdapter(Adapter):
 
     @staticmethod
     def _affine(layer, x, inputs, arrange):
-        """Build ``layer`` and set gamma/beta from the case's weight/bias; returns the layer."""
+        """Build ``layer`` and set gamma/beta (RMSNormalization: scale) from the case's weight/bias; returns
+        the layer."""
         layer.build(tuple(x.shape))
         if "weight" in inputs:
-            layer.gamma.assign(arrange(inputs["weight"]))
+            weight_variable(layer).assign(arrange(inputs["weight"]))
         if "bias" in inputs:
             layer.beta.assign(arrange(inputs["bias"]))
         return layer
+
+
+def weight_variable(layer):
+    """The Keras layer's weight variable: ``gamma``, or RMSNormalization's ``scale`` (on the other layers
+    ``scale`` is the constructor's flag); None where the layer has none."""
+    import keras
+
+    if isinstance(layer, keras.layers.RMSNormalization):
+        return layer.scale
+    return getattr(layer, "gamma", None)
+
+
+def _memory_axes(case) -> list[int]:
+    """The case's ``axes`` (canonical dims) as the memory axes of its layout."""
+    rank = len(case.shape)
+    memory = list(range(rank)) if _cax(case) == 1 else [0, *range(2, rank), 1]  # canonical dim at each memory axis
+    return [memory.index(a) for a in case.params["axes"]]
 
 
 def _cax(case) -> int:

@@ -19,11 +19,17 @@ class TorchAdapter(Adapter):
     # F.instance_norm/layer_norm/group_norm/batch_norm always normalize with the biased variance;
     # the running variance is updated with the unbiased one (n/(n-1) Bessel factor):
     # https://pytorch.org/docs/stable/generated/torch.nn.BatchNorm2d.html
-    native = {"variance": "biased", "running_variance": "unbiased"}
+    # F.rms_norm (aten._fused_rms_norm) normalizes and multiplies by the weight in float32 and casts to the
+    # input dtype last, Gemma's order, with no option (measured here: every bfloat16 element equal):
+    # https://github.com/pytorch/pytorch/blob/main/torch/_decomp/decompositions.py (_fused_rms_norm)
+    native = {"variance": "biased", "running_variance": "unbiased", "cast": "last"}
     # Default constructor arguments (nn.InstanceNorm*d, nn.BatchNorm*d, nn.LayerNorm, nn.GroupNorm) and
     # Tensor.std's default correction=1: https://pytorch.org/docs/stable/generated/torch.std.html
     defaults = {op: {"eps": 1e-5} for op in ("instance_norm", "layer_norm", "group_norm")}
     defaults.update(batch_norm={"eps": 1e-5, "momentum": 0.1}, channel_stats={"variance": "unbiased"})
+    # nn.RMSNorm(eps=None) / F.rms_norm(eps=None): the case's eps null, documented as torch.finfo(x.dtype).eps:
+    # https://pytorch.org/docs/stable/generated/torch.nn.RMSNorm.html
+    defaults["rms_norm"] = {"eps": None}
 
     def native_for(self, case):
         # channel_stats is written with Tensor.std(unbiased=...), which takes either divisor
@@ -111,6 +117,21 @@ class TorchAdapter(Adapter):
         y = F.layer_norm(x.permute(*rest, *axes), [x.shape[a] for a in axes], weight=w, bias=b, eps=case.params["eps"])
         y = y.permute(*np.argsort(rest + list(axes)).tolist())
         return self.with_grads(case, inputs, {"y": y}, x=x, weight=w, bias=b)
+
+    def rms_norm(self, case, inputs):
+        """``F.rms_norm`` over the case's axes moved to the end (it normalizes trailing dims), ``eps=None``
+        for the case's null; Gemma's ``weight_offset`` is added to the weight in its dtype, as ports of
+        Gemma checkpoints to ``nn.RMSNorm`` do, with the gradient flowing to the weight itself."""
+        import torch.nn.functional as F
+
+        x, w, _ = self.leaves(case, inputs)
+        p = case.params
+        axes = p["axes"]
+        rest = [d for d in range(x.ndim) if d not in axes]
+        scale = w + p["weight_offset"] if w is not None and p["weight_offset"] else w
+        y = F.rms_norm(x.permute(*rest, *axes), [x.shape[a] for a in axes], weight=scale, eps=p["eps"])
+        y = y.permute(*np.argsort(rest + list(axes)).tolist())
+        return self.with_grads(case, inputs, {"y": y}, x=x, weight=w)
 
     def normalize(self, case, inputs):
         from torchvision.transforms import Normalize

@@ -43,8 +43,8 @@ GENERATOR_KEYS = {"normal": ("dist", "mean", "std", "seed"), "uniform": ("dist",
 DIVISORS = ("biased", "unbiased")
 METHODS = ("pooled", "per_image_mean")
 # rms_norm's rounding points in a half dtype: ``last`` normalizes and multiplies by the weight in
-# float32 and casts once (Gemma, Keras, Flax); ``before_weight`` casts the normalized x to the input
-# dtype, then multiplies by the weight in that dtype (LLaMA, torch's F.rms_norm).
+# float32 and casts once (Gemma, torch's F.rms_norm, Keras, Flax); ``before_weight`` casts the
+# normalized x to the input dtype, then multiplies by the weight in that dtype (LLaMA).
 CASTS = ("last", "before_weight")
 # rms_norm's eps: null is the machine epsilon of the input dtype (torch.finfo(dtype).eps, what
 # torch's F.rms_norm documents for eps=None).
@@ -143,7 +143,7 @@ DOCS = {
     "params.weight_offset": ("rms_norm: y = x / rms * (weight_offset + weight); 0 as LLaMA and torch, 1 as Gemma's "
                              "(1 + weight). A finite number; non-zero only with a weight."),
     "params.cast": ("rms_norm's rounding points in a half dtype: last = normalize and multiply by the weight in "
-                    "float32, cast to the input dtype last (Gemma, Keras, Flax); before_weight = normalize in "
+                    "float32, cast to the input dtype last (Gemma, torch, Keras, Flax); before_weight = normalize in "
                     "float32, cast to the input dtype, then multiply by the weight in the input dtype (LLaMA)."),
     "params.groups": "Number of channel groups: a divisor of C. Required.",
     "params.training": ("true: batch statistics and a running-statistics update; false: normalize with "
