@@ -256,4 +256,145 @@ class Seed004CalculateNorm(Recipe):
         return {"mean": mean, "std": std}
 
 
-RECIPES = [Seed000Numpy, Seed000Torch, Seed001Labml, Seed002EinopsTorch, Seed002EinopsNumpy, Seed004CalculateNorm]
+class RMSRecipe(Adapter):
+    """The RMSNorm modules that model code copies, each written the way its repository writes it: an
+    ``nn.Module`` over the last dim of a [batch, ..., dim] tensor, its ``weight`` a parameter (the
+    case's loaded into it; the module's own init where the case has none), gradients by autograd. The
+    conventions each fixes (its weight offset and where it rounds a half result) are declared
+    ``native``; its default eps (1e-6) is what ``framework_defaults`` cases run with."""
+
+    framework = "torch"
+    requires = ("torch",)
+    defaults = {"rms_norm": {"eps": 1e-6}}
+
+    def unsupported(self, case):
+        if not self.implements(case.op):
+            return f"the recipe implements only {', '.join(op for op in OPS if self.implements(op))}"
+        rank = len(case.shape)
+        if sorted(a % rank for a in case.params["axes"]) != [rank - 1]:
+            return "the module normalizes over the last dim only (x.pow(2).mean(-1, keepdim=True))"
+        if case.layout != "channels_first":
+            return ("the module takes a [batch, ..., dim] tensor and normalizes its last dim; it has no "
+                    "channels_last form")
+        return super().unsupported(case)
+
+    def module(self, dim: int, eps: float):
+        """The repository's module, constructed as its model constructs it."""
+        raise NotImplementedError
+
+    def rms_norm(self, case, inputs):
+        import torch
+
+        from normconf.cases import rms_eps
+
+        x = host_tensor(inputs["x"], case)
+        # the model's parameters are in its dtype (LLaMA and Gemma load their checkpoints in bfloat16)
+        norm = self.module(case.shape[-1], rms_eps(case.params, case.dtype)).to(x.dtype)
+        with torch.no_grad():
+            if "weight" in inputs:
+                norm.weight.copy_(host_tensor(inputs["weight"], case))
+        grad = case.params["grad"]
+        x.requires_grad_(grad)
+        y = norm(x)
+        out = {"y": to_numpy(y)}
+        if grad:
+            y.backward(host_tensor(inputs["grad_output"], case))
+            out["grad_x"] = to_numpy(x.grad)
+            if "weight" in inputs:
+                out["grad_weight"] = to_numpy(norm.weight.grad)
+        return out
+
+
+class LlamaRMSNorm(RMSRecipe):
+    """LLaMA's ``RMSNorm`` (https://github.com/meta-llama/llama/blob/main/llama/model.py): normalized
+    in float32 (``x.float()``), cast to the input dtype (``.type_as(x)``), then multiplied by the
+    weight in that dtype; a float64 input is computed in float32 too."""
+
+    name = "recipe-llama-rmsnorm"
+    native = {"weight_offset": 0.0, "cast": "before_weight"}
+
+    def module(self, dim, eps):
+        import torch
+        from torch import nn
+
+        class RMSNorm(torch.nn.Module):
+            def __init__(self, dim: int, eps: float = 1e-6):
+                super().__init__()
+                self.eps = eps
+                self.weight = nn.Parameter(torch.ones(dim))
+
+            def _norm(self, x):
+                return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+
+            def forward(self, x):
+                output = self._norm(x.float()).type_as(x)
+                return output * self.weight
+
+        return RMSNorm(dim, eps=eps)
+
+
+class GemmaRMSNorm(RMSRecipe):
+    """Gemma's ``RMSNorm`` (https://github.com/google/gemma_pytorch/blob/main/gemma/model.py): the
+    weight stored as an offset from 1 (``add_unit_offset=True``, initialized to zeros), normalized and
+    multiplied by ``1 + weight`` in float32, cast to the input dtype last (``.type_as(x)``); a float64
+    input is computed in float32 too."""
+
+    name = "recipe-gemma-rmsnorm"
+    native = {"weight_offset": 1.0, "cast": "last"}
+
+    def module(self, dim, eps):
+        import torch
+        from torch import nn
+
+        class RMSNorm(torch.nn.Module):
+            def __init__(self, dim: int, eps: float = 1e-6, add_unit_offset: bool = True):
+                super().__init__()
+                self.eps = eps
+                self.add_unit_offset = add_unit_offset
+                self.weight = nn.Parameter(torch.zeros(dim))
+
+            def _norm(self, x):
+                return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+
+            def forward(self, x):
+                output = self._norm(x.float())
+                if self.add_unit_offset:
+                    output = output * (1 + self.weight.float())
+                else:
+                    output = output * self.weight.float()
+                return output.type_as(x)
+
+        return RMSNorm(dim, eps=eps)
+
+
+class T5LayerNorm(RMSRecipe):
+    """Hugging Face's ``T5LayerNorm`` (https://github.com/huggingface/transformers/blob/main/src/
+    transformers/models/t5/modeling_t5.py), an RMS norm despite its name: the variance (the mean of
+    the squares, no mean subtracted) in float32, x times its rsqrt, cast to the weight's dtype where
+    that is half, then multiplied by the weight."""
+
+    name = "recipe-t5-layernorm"
+    native = {"weight_offset": 0.0, "cast": "before_weight"}
+
+    def module(self, dim, eps):
+        import torch
+        from torch import nn
+
+        class T5LayerNorm(nn.Module):
+            def __init__(self, hidden_size, eps=1e-6):
+                super().__init__()
+                self.weight = nn.Parameter(torch.ones(hidden_size))
+                self.variance_epsilon = eps
+
+            def forward(self, hidden_states):
+                variance = hidden_states.to(torch.float32).pow(2).mean(-1, keepdim=True)
+                hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
+                if self.weight.dtype in [torch.float16, torch.bfloat16]:
+                    hidden_states = hidden_states.to(self.weight.dtype)
+                return self.weight * hidden_states
+
+        return T5LayerNorm(dim, eps=eps)
+
+
+RECIPES = [Seed000Numpy, Seed000Torch, Seed001Labml, Seed002EinopsTorch, Seed002EinopsNumpy, Seed004CalculateNorm,
+           LlamaRMSNorm, GemmaRMSNorm, T5LayerNorm]
