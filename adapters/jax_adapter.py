@@ -102,14 +102,12 @@ class JaxAdapter(Adapter):
     def rms_norm(self, case, inputs):
         """``flax.linen.RMSNorm`` over the case's axes in memory order; its scale (a float32 parameter for half
         inputs) holds ``weight_offset + weight`` (Gemma's 1 + weight, as a port of its checkpoint loads it), the
-        gradient of the scale being the weight's. ``eps: null`` is passed as the dtype's machine epsilon."""
+        gradient of the scale being the weight's. ``eps: null`` is passed as ``jnp.finfo(dtype).eps``."""
         import flax.linen as nn
         import jax.numpy as jnp
 
-        from normconf.cases import rms_eps
-
-        p, axes = case.params, _memory_axes(case)
-        module = nn.RMSNorm(epsilon=rms_eps(p, case.dtype), dtype=jnp.dtype(case.dtype),
+        p, axes, dt = case.params, _memory_axes(case), jnp.dtype(case.dtype)
+        module = nn.RMSNorm(epsilon=float(jnp.finfo(dt).eps) if p["eps"] is None else p["eps"], dtype=dt,
                             param_dtype=_param_dtype(case), use_scale="weight" in inputs, reduction_axes=axes,
                             feature_axes=axes)
         return self._flax(case, inputs, module,

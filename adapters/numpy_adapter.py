@@ -6,7 +6,6 @@ from types import SimpleNamespace
 import numpy as np
 
 from normconf.adapter import Adapter, from_layout, host_dtype, to_layout
-from normconf.cases import rms_eps
 
 DDOF = {"biased": 0, "unbiased": 1}
 
@@ -106,7 +105,8 @@ class NumpyAdapter(Adapter):
         x = self.array(case, inputs["x"])
         axes, weight_shape = self.axes_weight(case, x)
         xc = x.astype(ct)
-        yhat = xc / xp.sqrt(xp.mean(xc * xc, axis=axes, keepdims=True) + ct.type(rms_eps(p, case.dtype)))
+        eps = np.finfo(dt).eps if p["eps"] is None else p["eps"]
+        yhat = xc / xp.sqrt(xp.mean(xc * xc, axis=axes, keepdims=True) + ct.type(eps))
         if "weight" not in inputs:
             y = yhat.astype(dt)
         elif p["cast"] == "before_weight":

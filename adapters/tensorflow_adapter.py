@@ -138,17 +138,18 @@ class TensorflowAdapter(Adapter):
         """``keras.layers.RMSNormalization`` over the case's axes in memory order; its ``scale`` holds
         ``weight_offset + weight`` in the layer's dtype (Gemma's 1 + weight, as a port of its checkpoint
         loads it), ones without a weight (the layer always scales). ``eps: null`` is passed as the dtype's
-        machine epsilon: Keras' own None would be ``keras.config.epsilon()``, 1e-7."""
+        ``finfo(...).eps``: Keras' own None would be ``keras.config.epsilon()``, 1e-7."""
         import keras
-
-        from normconf.cases import rms_eps
+        import ml_dtypes
+        import tensorflow as tf
 
         p = case.params
+        eps = float(ml_dtypes.finfo(tf.as_dtype(case.dtype).as_numpy_dtype).eps) if p["eps"] is None else p["eps"]
         axes = _memory_axes(case)
         order = np.argsort(axes)  # scale has the dims of the sorted (memory-order) axes
 
         def forward(x):
-            layer = keras.layers.RMSNormalization(axis=axes, epsilon=rms_eps(p, case.dtype), dtype=case.dtype)
+            layer = keras.layers.RMSNormalization(axis=axes, epsilon=eps, dtype=case.dtype)
             shifted = {"weight": np.asarray(inputs["weight"]) + p["weight_offset"]} if "weight" in inputs else {}
             call = self._affine(layer, x, shifted, lambda v: self.cast(case, np.transpose(v, order)))
             return {"y": call(x)}, layer

@@ -226,10 +226,17 @@ def test_ops_are_the_case_formats():
 def test_builtin_adapters_implement_the_ops_they_ran_before():
     every = set(OPS)
     expected = {"numpy": every, "torch": every, "tensorflow": every, "jax": every, "torch-cuda": every,
-                "jax-cuda": every, "cupy": every, "labml-nn": every - {"normalize", "channel_stats"},
+                "jax-cuda": every, "cupy": every, "labml-nn": every - {"normalize", "channel_stats", "rms_norm"},
+                "torch-compile": every, "tensorflow-xla": every, "jax-jit": every,
                 "recipe-000-numpy": {"instance_norm"}, "recipe-000-torch": {"instance_norm"},
                 "recipe-001-labml": {"instance_norm"}, "recipe-002-einops-torch": {"instance_norm", "layer_norm", "group_norm"},
-                "recipe-002-einops-numpy": {"batch_norm"}, "recipe-004-calculate-norm": {"channel_stats"}}
+                "recipe-002-einops-numpy": {"batch_norm"}, "recipe-004-calculate-norm": {"channel_stats"},
+                "recipe-llama-rmsnorm": {"rms_norm"}, "recipe-gemma-rmsnorm": {"rms_norm"},
+                "recipe-t5-layernorm": {"rms_norm"}}
+    graph_ops = {"instance_norm", "batch_norm", "layer_norm", "group_norm"}  # the ONNX adapters' one-node graphs
+    expected.update({name: graph_ops | {"rms_norm"} for name in ("torch-onnx-ort", "onnx-reference", "onnxruntime",
+                                                                 "openvino")})
+    expected.update({name: graph_ops for name in ("onnx-reference-opset18", "onnxruntime-opset18")})
     got = {name: {op for op in OPS if a.implements(op)} for name, a in registry(entry_points=False).items()}
     assert got == expected
 
