@@ -349,7 +349,8 @@ def _explanation(found) -> Explanation | None:
 
 # The cause id a declared native convention amounts to (docs/adapters.md, "Native conventions and their causes").
 NATIVE_CAUSE = {"variance": "variance_divisor", "running_variance": "running_variance_estimator",
-                "eps": "eps_value", "momentum": "momentum_convention", "method": "per_image_std"}
+                "eps": "eps_value", "momentum": "momentum_convention", "method": "per_image_std",
+                "weight_offset": "weight_offset", "cast": "cast_order"}
 
 
 def _native_text(adapter: Adapter, native: dict) -> str:
