@@ -54,7 +54,7 @@ NO_GRADIENTS = "inference runtime: no gradients"
 
 
 def _round(dtype: str, v) -> np.ndarray:
-    from normconf.inputs import round_to_dtype
+    from normconf.adapter import round_to_dtype
 
     return np.asarray(round_to_dtype(np.asarray(v, dtype=np.float64), dtype), dtype=np.float64)
 
@@ -323,7 +323,7 @@ class OnnxAdapter(Adapter):
         return {"y": self.output(case, self.execute(model, feeds(case, inputs))["Y"])}
 
     def plan_rms_norm(self, case):
-        from normconf.cases import rms_eps
+        from normconf.adapter import rms_eps
 
         perm, axis, order = self.layer_norm_perm(case)
         model = self.model("RMSNormalization", case, channel_op=False, perm=perm,

@@ -285,7 +285,7 @@ class RMSRecipe(Adapter):
     def rms_norm(self, case, inputs):
         import torch
 
-        from normconf.cases import rms_eps
+        from normconf.adapter import rms_eps
 
         x = host_tensor(inputs["x"], case)
         # the model's parameters are in its dtype (LLaMA and Gemma load their checkpoints in bfloat16)

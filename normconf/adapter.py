@@ -28,12 +28,26 @@ from pathlib import Path
 
 import numpy as np
 
-from .cases import PARAMS, Case
+from .cases import MACHINE_EPS, PARAMS, Case, rms_eps
+from .inputs import round_to_dtype
+
+# What adapters may need of the case format besides Case: the eps of an rms_norm case (``eps: null``
+# is the dtype's machine epsilon) and the rounding of float64 values to a case dtype. Adapters import
+# them from here, the contract, never from the engine's modules.
+__all__ = ["GROUP", "MACHINE_EPS", "OPS", "Adapter", "Unsupported", "from_layout", "host_dtype", "host_output",
+           "load_spec", "no_cuda_driver", "registry", "rms_eps", "round_to_dtype", "to_layout"]
 
 #: The ops of the case format; each is also the name of the :class:`Adapter` method that runs it.
 OPS: tuple[str, ...] = tuple(PARAMS)
 #: The entry-point group of adapters: normconf's built-in ones and every other distribution's.
 GROUP = "normconf.adapters"
+
+
+class Unsupported(Exception):
+    """Raised by :meth:`Adapter.run` when the framework refuses the case only once it sees it (a
+    runtime that cannot load the graph it was given, a kernel missing for a dtype): the item is
+    ``unsupported`` with this message as the reason, not an ``error``. Say in :meth:`Adapter.unsupported`
+    what can be known before running."""
 
 
 class Adapter:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import oracle
-from .adapter import Adapter
+from .adapter import Adapter, Unsupported
 from .cases import Case, CaseError
 from .compare import compare, decimals, default_tolerance, fmt
 from .explain import explain
@@ -184,6 +184,9 @@ def evaluate(case: Case, adapter: Adapter, known: Sequence[Known] = ()) -> Resul
     start = time.perf_counter()
     try:
         actual = adapter.run(case, {k: _readonly(v) for k, v in ctx.inputs.items()})
+    except Unsupported as exc:  # the framework refused the case on seeing it (its message says why)
+        result.seconds = time.perf_counter() - start
+        return result.judged(Status.UNSUPPORTED, str(exc) or f"{adapter.name} refused the case")
     except Exception as exc:
         result.seconds = time.perf_counter() - start
         result.traceback = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-3))

@@ -232,3 +232,24 @@ def test_params_copy_pickle_and_case_from_a_mapping():
     assert isinstance(case.params, Params) and case.params.std == [1.0]
     assert report.case_summary(case)["params"] == {"mean": [0.0], "std": [1.0]}
     json.dumps(report.case_summary(case))
+
+
+def test_a_framework_that_refuses_a_case_on_seeing_it_is_unsupported_not_an_error():
+    """``Unsupported`` raised by run: the item is unsupported with the framework's message; any other
+    exception stays an error."""
+    from normconf.adapter import Adapter, Unsupported
+
+    class Refusing(Adapter):
+        name, framework = "refusing", "numpy"
+
+        def layer_norm(self, case, inputs):
+            if case.dtype == "float64":
+                raise Unsupported("the runtime has no float64 kernel for LayerNormalization")
+            raise RuntimeError("a real bug")
+
+    cases, errors = load_text("cases: [{id: a, op: layer_norm, input: {shape: [2, 3], dtype: float64}},"
+                              " {id: b, op: layer_norm, input: {shape: [2, 3]}}]", "t.yaml")
+    refused, broken = (evaluate(c, Refusing()) for c in cases)
+    assert refused.status is Status.UNSUPPORTED and refused.traceback is None
+    assert refused.reason == "the runtime has no float64 kernel for LayerNormalization"
+    assert broken.status is Status.ERROR and "RuntimeError: a real bug" in broken.reason
