@@ -519,3 +519,47 @@ def test_eps_underflow_in_float16_is_not_named_the_variance_divisor():
     found = explain(case, ctx.inputs, ctx.expected, oracle.reference(case.with_params(variance="unbiased"), ctx.inputs),
                     ctx.tolerance)
     assert found["cause"] == "variance_divisor" and "the n-1 divisor is 0" in found["detail"]
+
+
+def test_a_pair_with_a_variant_of_another_dtype_is_judged_at_its_tolerance():
+    """variant.pair() passes on ``extra["tolerance"]`` (compute_precision's float32 tolerance): the pair
+    computes in that dtype too, so judging it at float64's would leave it unexplained."""
+    from normconf.explain.variant import Variant, pair
+
+    t32 = {"y": {"atol": 1e-6, "rtol": 1e-6}}
+    computed = Variant("compute_precision", {"dtype": "float32"}, "in float32", fn=lambda c, i: {},
+                       extra={"tolerance": t32})
+    discrete = Variant("weight_offset", {"weight_offset": 1.0}, "offset", changes={"weight_offset": 1.0})
+    for a, b in ((computed, discrete), (discrete, computed)):
+        both = pair(a, b)
+        assert both.extra["tolerance"] is t32 and set(both.causes) == {"compute_precision", "weight_offset"}
+    plain = Variant("eps_value", {"eps": 1e-3}, "eps", changes={"eps": 1e-3})
+    assert "tolerance" not in pair(discrete, plain).extra
+
+
+RMS64 = """
+cases:
+  - {id: tokens, op: rms_norm, input: {shape: [4, 8, 32], dtype: float64, generator: {dist: normal, seed: 401}},
+     params: {axes: [-1], weight: {generator: {dist: normal, mean: 1.0, std: 0.1, seed: 402}}, weight_offset: WO}}
+"""
+
+
+@pytest.mark.parametrize("recipe,offset,statistic", [
+    ("GemmaRMSNorm", 0.0, False), ("LlamaRMSNorm", 1.0, False), ("T5LayerNorm", 0.0, True),
+    ("T5LayerNorm", 1.0, True), ("LlamaRMSNorm", 0.0, False)])
+def test_float64_rms_recipes_are_compute_precision_with_the_other_weight_offset(recipe, offset, statistic):
+    """The recipes' own modules on a float64 case: Gemma's and LLaMA's compute in float32 (x.float()),
+    T5LayerNorm only its statistic; where the case asks for the other weight offset than the module's,
+    the explanation names both causes (compute_precision judged at float32's tolerance in the pair),
+    and T5's is the statistic alone in float32 (y / (x w) is a float32 number, y is not)."""
+    from adapters import recipes
+
+    adapter = getattr(recipes, recipe)()
+    case = _one(RMS64.replace("WO", str(offset)))
+    ctx = context(case)
+    found = explain(case, ctx.inputs, ctx.expected, adapter.run(case, ctx.inputs), ctx.tolerance)
+    named = set(found.get("causes", [found["cause"]]))
+    other = adapter.native["weight_offset"] != offset
+    assert named == ({"compute_precision", "weight_offset"} if other else {"compute_precision"}), found
+    assert found["residual"]["y"] <= 1
+    assert ("the statistic computed in float32" in found["detail"]) == statistic, found["detail"]

@@ -47,10 +47,15 @@ def pair(a: Variant, b: Variant) -> Variant | None:
     def text(ex, v):
         return f"{first.detail(ex)}; and {second.detail(ex)}"
 
+    extra = {"odd_eps": bool(a.extra.get("odd_eps") or b.extra.get("odd_eps"))}
+    # a variant computed in another dtype is judged at that dtype's tolerance
+    # (causes/compute_precision.py), with the other change too: the pair's output is that arithmetic
+    tolerance = a.extra.get("tolerance") or b.extra.get("tolerance")
+    if tolerance is not None:
+        extra["tolerance"] = tolerance
     return Variant(cause=first.cause, params={**first.params, **second.params}, text=text,
                    changes={**first.changes, **second.changes}, drop=first.drop + second.drop,
-                   fn=first.fn or second.fn, tier=2, causes=(first.cause, second.cause),
-                   extra={"odd_eps": bool(a.extra.get("odd_eps") or b.extra.get("odd_eps"))})
+                   fn=first.fn or second.fn, tier=2, causes=(first.cause, second.cause), extra=extra)
 
 
 def tol(tolerance: dict, name: str) -> dict:

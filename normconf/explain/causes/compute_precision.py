@@ -22,11 +22,14 @@ from __future__ import annotations
 import numpy as np
 
 from ... import oracle
+from ...cases import rms_eps
 from ...compare import UNIT
-from ..arith import low_precision, one_pass, with_moments
+from ..arith import Arith, low_precision, one_pass, with_moments
 from ..bounds import c_pairwise
 from ..geometry import STAT_OPS, affine, geometry, unaffine
+from ..rms import low_precision_square_mean, scaled
 from ..variant import Variant, tol
+from .weight_offset import OFFSETS
 
 SCALE = UNIT["float32"] / UNIT["float64"]
 
@@ -50,6 +53,18 @@ def _float32_share(v) -> float:
     return float((np.abs(r - v) <= 8 * UNIT["float64"] * np.abs(v)).mean())
 
 
+def _scalings(ex) -> list:
+    """The cases whose affine y may be divided by: the case itself and, for an rms_norm with a
+    weight, the case with each other weight offset (a Gemma module, which multiplies by 1 + weight,
+    run on a case that asks for the weight alone, or the reverse: weight_offset pairs with this
+    cause, and the fingerprint is looked for before that pair is tried)."""
+    case = ex.case
+    out = [case]
+    if case.op == "rms_norm" and "weight" in ex.inputs:
+        out += [case.with_params(weight_offset=o) for o in OFFSETS if o != case.params["weight_offset"]]
+    return out
+
+
 def float32_valued(ex) -> bool:
     """Every failing output holds float32 numbers (y as it is, where the affine ran in float32 too,
     or before the case's affine, where the affine ran in float64)."""
@@ -57,10 +72,26 @@ def float32_valued(ex) -> bool:
         v = ex.actual[name]
         if _float32_share(v) >= 0.9:
             continue
-        if name == "y" and _float32_share(unaffine(ex.case, ex.inputs, v)) >= 0.9:
+        if name == "y" and any(_float32_share(unaffine(c, ex.inputs, v)) >= 0.9 for c in _scalings(ex)):
             continue
         return False
     return True
+
+
+def normalizer_float32(ex) -> bool:
+    """rms_norm's y / (x (offset + weight)), the 1 / rms it was scaled by, holds float32 numbers
+    (90% of the finite ones at least): only the statistic was computed in float32, and x and the
+    weight multiply stayed float64 (Hugging Face's T5LayerNorm on a float64 input). Gradients, which
+    follow y, may be off too; y must be."""
+    if ex.case.op != "rms_norm" or "y" not in ex.bad or any(n != "y" and not n.startswith("grad_") for n in ex.bad):
+        return False
+    x = ex.x
+    with np.errstate(all="ignore"):
+        for c in _scalings(ex):
+            k = unaffine(c, ex.inputs, ex.actual["y"]) / x
+            if _float32_share(np.where(x != 0, k, np.nan)) >= 0.9:
+                return True
+    return False
 
 
 def _rounded(case, inputs):
@@ -87,11 +118,34 @@ def _in_float32(factory, *args):
     return fn
 
 
+def _statistic32(case, inputs):
+    """rms_norm with its statistic alone in float32, as T5LayerNorm computes a float64 input:
+    ``variance = x.to(float32).pow(2).mean(-1)``, ``rsqrt(variance + eps)`` in float32, then the
+    float64 x times that float32 1 / rms and the weight multiply in float64. Gradients are the
+    float32 oracle's (judged, as y, at float32's tolerance)."""
+    x = np.asarray(inputs["x"], dtype=np.float64)
+    p, ar = case.params, Arith("float32")
+    axes = tuple(p["axes"])
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        ms = low_precision_square_mean("float32", "pairwise")(x, axes)
+        root = np.sqrt(np.asarray(ar(ar(ms) + ar(rms_eps(p, case.dtype))), dtype=np.float64))
+        r = np.asarray(ar(1.0 / np.asarray(ar(root), dtype=np.float64)), dtype=np.float64)
+        y = scaled(case, inputs, x * r)
+    return {**oracle.reference(*_rounded(case, inputs)), "y": y}
+
+
 def computed(ex) -> list[Variant]:
     case = ex.case
-    if case.dtype != "float64" or case.op not in STAT_OPS + ("rms_norm",) or not float32_valued(ex):
+    if case.dtype != "float64" or case.op not in STAT_OPS + ("rms_norm",):
         return []
     t32 = tolerance32(ex)
+    if normalizer_float32(ex):
+        return [Variant("compute_precision", {"dtype": "float32", "statistic": "float32"},
+                        "the statistic computed in float32 (mean(x.float()^2) and its rsqrt, as T5LayerNorm), "
+                        "x / rms and the weight multiply in float64, judged at float32's tolerance",
+                        fn=_statistic32, extra={"tolerance": t32})]
+    if not float32_valued(ex):
+        return []
     if case.op == "rms_norm" or (case.op == "batch_norm" and not case.params["training"]):
         # no statistics to vary (rms_norm's are not a mean and a variance; inference batch norm
         # takes the running ones): the oracle on what float32 holds
