@@ -25,9 +25,9 @@ exported in eval mode) and gradients are not computed: both ``unsupported``.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -139,9 +139,7 @@ class TorchOnnxAdapter(TorchAdapter):
         module = self.module(case, inputs)
         x = self.tensor(inputs["x"], case)
         start = time.perf_counter()
-        with warnings.catch_warnings():
-            # torch.export's notes about the module's Python code are the exporter's, not results
-            warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.")
+        with _torchlib_registry_once():
             program = torch.onnx.export(module, (x,), dynamo=True, verbose=False)
         assert program is not None  # dynamo=True always returns the program
         model = program.model_proto.SerializeToString()
@@ -267,9 +265,44 @@ def _has_affine(inputs) -> bool:
     return inputs.get("weight") is not None or inputs.get("bias") is not None
 
 
+#: The exporter's registries of torchlib functions, per (class, opset): see _torchlib_registry_once.
+_REGISTRIES: dict[tuple, object] = {}
+
+
+@contextlib.contextmanager
+def _torchlib_registry_once():
+    """While it is open, torch.onnx.export builds its registry of torchlib functions once per opset
+    instead of at every call, where it is 70% of an export's time (2.4 of 3.4 s, profiled on the
+    machine of docs/adapters.md): ``ONNXRegistry.from_torchlib`` reads the source of ~500 onnxscript
+    functions each time, always to the same registry, which the export only reads. The export is
+    otherwise the public call, its bytes the same (tests/test_torch_onnx.py compares them). A torch
+    without that internal exports the slow way."""
+    try:
+        from torch.onnx._internal.exporter import _registration
+
+        original = _registration.ONNXRegistry.__dict__["from_torchlib"]
+    except (ImportError, KeyError):
+        yield
+        return
+
+    def from_torchlib(cls, *args, **kwargs):
+        key = (cls, args, tuple(sorted(kwargs.items())))
+        if key not in _REGISTRIES:
+            _REGISTRIES[key] = original.__func__(cls, *args, **kwargs)
+        return _REGISTRIES[key]
+
+    _registration.ONNXRegistry.from_torchlib = classmethod(from_torchlib)
+    try:
+        yield
+    finally:
+        _registration.ONNXRegistry.from_torchlib = original
+
+
 def _session(model: bytes, dtype: str):
-    """``(session, None)``, or ``(None, why)`` when ONNX Runtime refuses the model: no CPU kernel for
-    a node in this dtype (NOT_IMPLEMENTED), or a type the node's schema does not allow (INVALID_GRAPH)."""
+    """``(session, None)``, or ``(None, why)`` when ONNX Runtime refuses to load the model: no CPU
+    kernel for a node in this dtype (NOT_IMPLEMENTED), a type the node's schema does not allow
+    (INVALID_GRAPH), a shape its inference rejects (FAIL: the exported group norm's Reshape to
+    [0, groups, -1] on an empty batch)."""
     import onnxruntime as ort
     from onnxruntime.capi import onnxruntime_pybind11_state as state
 
@@ -277,7 +310,7 @@ def _session(model: bytes, dtype: str):
     options.log_severity_level = 3  # errors only: the runtime's notes on the graph are not results
     try:
         return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"]), None
-    except (state.NotImplemented, state.InvalidGraph) as exc:
+    except (state.NotImplemented, state.InvalidGraph, state.Fail) as exc:
         message = " ".join(str(exc).split())
         return None, f"ONNX Runtime {ort.__version__} (CPU) refuses the exported {dtype} model: {message}"
 

@@ -110,3 +110,16 @@ def test_a_case_outside_the_deploy_subset_makes_no_item_without_all_cases(pytest
     assert [i.name for i in items] == ["sub/tagged[torch-onnx-ort]"]
     items, _ = pytester.inline_genitems(*args, "--all-cases")
     assert sorted(i.name for i in items) == ["sub/tagged[torch-onnx-ort]", "sub/untagged[torch-onnx-ort]"]
+
+
+@needs_export
+def test_the_registry_built_once_exports_the_bytes_of_the_plain_call():
+    import torch
+
+    from adapters.torch_onnx_adapter import _torchlib_registry_once
+
+    module, x = torch.nn.GroupNorm(2, 4).eval(), torch.randn(2, 4, 3)
+    plain = torch.onnx.export(module, (x,), dynamo=True, verbose=False).model_proto.SerializeToString()
+    with _torchlib_registry_once():
+        once = torch.onnx.export(module, (x,), dynamo=True, verbose=False).model_proto.SerializeToString()
+    assert once == plain
