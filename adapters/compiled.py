@@ -35,7 +35,6 @@ from types import SimpleNamespace
 import numpy as np
 
 from normconf.adapter import to_layout
-from normconf.cases import ARRAY_PARAMS
 
 from .jax_adapter import JaxAdapter
 from .tensorflow_adapter import TensorflowAdapter
@@ -45,6 +44,8 @@ from .torch_adapter import TorchAdapter
 #: cases, each a compiled kernel or executable; past this the oldest (torch: all) are dropped.
 CACHE_SIZE = 256
 SUBSET = ("compiled",)
+#: The case parameters that hold arrays (normconf.cases.ARRAY_PARAMS): data, not graph.
+ARRAY_PARAMS = ("weight", "bias", "running_mean", "running_var", "grad_output")
 
 
 def _frozen(value):
@@ -58,14 +59,7 @@ def _frozen(value):
 def signature(case) -> tuple:
     """What a compiled function is specialized on: op, shape, dtype, layout and the parameters,
     with the array parameters (weight, bias, running statistics, grad_output) reduced to whether they
-    are present: their values are arguments of the compiled function, not part of it.
-
-    >>> from normconf.cases import load_text
-    >>> a, b = load_text("cases: [{id: a, op: layer_norm, input: {shape: [2, 4]}, params: {weight: [1, 2, 3, 4]}},"
-    ...                  " {id: b, op: layer_norm, input: {shape: [2, 4]}, params: {weight: [4, 3, 2, 1]}}]", "d")[0]
-    >>> signature(a) == signature(b), signature(a) == signature(a.with_params(eps=1e-3))
-    (True, False)
-    """
+    are present: their values are arguments of the compiled function, not part of it."""
     params = tuple(sorted((k, (v is not None) if k in ARRAY_PARAMS else _frozen(v)) for k, v in case.params.items()))
     return case.op, tuple(case.shape), case.dtype, case.layout, params
 
@@ -192,7 +186,10 @@ class TorchCompileAdapter(_Compiled, TorchAdapter):
         """The inputs as a model has them before its forward: tensors in the case's layout and dtype
         (leaves that require grad with ``grad``); the other arrays stay NumPy, as the op method reads them."""
         x, w, b = super().leaves(case, inputs)
-        out = dict(inputs, x=x)
+        # NumPy arrays the op method reads (normalize's mean and std) are guarded by dynamo, which turns
+        # them into tensors: writable copies, as torch warns about read-only ones
+        out = {k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in inputs.items()}
+        out["x"] = x
         out.update({k: v for k, v in (("weight", w), ("bias", b)) if v is not None})
         if "grad_output" in inputs:
             out["grad_output"] = super().tensor(inputs["grad_output"], case)
