@@ -37,7 +37,7 @@ import numpy as np
 from normconf.adapter import to_layout
 
 from .jax_adapter import JaxAdapter
-from .tensorflow_adapter import TensorflowAdapter
+from .tensorflow_adapter import TensorflowAdapter, weight_variable
 from .torch_adapter import TorchAdapter
 
 #: Signatures kept per adapter instance: a run with ``--all-cases`` meets about as many as it has
@@ -400,8 +400,7 @@ class TensorflowXlaAdapter(_Compiled, TensorflowAdapter):
                 with tf.GradientTape() as tape:
                     tape.watch(x)
                     y = layer(x) if training is None else layer(x, training=training)
-                sources = {"grad_x": x, "grad_weight": getattr(layer, "gamma", None),
-                           "grad_bias": getattr(layer, "beta", None)}
+                sources = {"grad_x": x, "grad_weight": weight_variable(layer), "grad_bias": getattr(layer, "beta", None)}
                 grads = tape.gradient(y, [sources[n] for n in names], output_gradients=g) if names else []
                 return y, grads
             return layer, tf_function(step)
