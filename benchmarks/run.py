@@ -1,6 +1,6 @@
 """Benchmark: the conformance matrix under pytest against its floor, measured in the same run.
 
-    .venv/bin/python benchmarks/run.py [--adapters A,B] [--cases PATH] [--large] [--xdist N] [--out FILE]
+    .venv/bin/python benchmarks/run.py [--adapters A,B] [--cases PATH] [--large] [--all-cases] [--xdist N] [--out FILE]
 
 Runs, each in a fresh process, one after the other:
 
@@ -94,11 +94,14 @@ def main(argv=None) -> int:
     parser.add_argument("--adapters", default=None, help="comma list (default: every registered adapter)")
     parser.add_argument("--cases", action="append", default=[], help="case files or folders (default: cases/)")
     parser.add_argument("--large", action="store_true", help="include the 1 GiB cases tagged large")
+    parser.add_argument("--all-cases", action="store_true",
+                        help="every case for the adapters with a default subset (the compiled twins, deployment)")
     parser.add_argument("--xdist", type=int, default=0, metavar="N", help="also run pytest -n N and compare")
     parser.add_argument("--out", default=None, help="write the figures here as JSON")
     opt = parser.parse_args(argv)
     py = sys.executable
-    select = (["--adapters", opt.adapters] if opt.adapters else []) + (["--large"] if opt.large else [])
+    select = ((["--adapters", opt.adapters] if opt.adapters else []) + (["--large"] if opt.large else [])
+              + (["--all-cases"] if opt.all_cases else []))
     paths = opt.cases or ["cases"]
     work = Path(tempfile.mkdtemp(prefix="normconf-bench-"))
     env = dict(os.environ, PYTHONHASHSEED="0")
