@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from normconf.adapter import Adapter, host_dtype, host_output
+from normconf.adapter import Adapter, Unsupported, host_dtype, host_output
 
 from .torch_adapter import TorchAdapter
 
@@ -75,6 +75,9 @@ class TorchOnnxAdapter(TorchAdapter):
 
     def __init__(self):
         self._exports: dict[tuple, Exported] = {}
+        # (op, dtype) -> the runtime's refusal of that dtype for the nodes the op exports to (a missing
+        # kernel, a type outside the op's schema): the other cases of the pair need no export to know
+        self._refused: dict[tuple[str, str], str] = {}
 
     # -- what the adapter reports ---------------------------------------------------------------------
 
@@ -104,14 +107,7 @@ class TorchOnnxAdapter(TorchAdapter):
             return TRAINING
         if case.op == "instance_norm" and p["track_running_stats"]:
             return TRAINING
-        # the runtime's refusal is known only from the exported graph: export now (cached for run)
-        from normconf.engine import context
-
-        run_case = case.with_params(**self.defaults_for(case)) if self.defaults_for(case) else case
-        ctx = context(case)
-        if ctx.problem:
-            return None  # the engine reports the case's own error
-        return self.exported(run_case, ctx.inputs).refused
+        return None  # what the runtime refuses is known from the exported graph only: run() says it
 
     def unsupported_outputs(self, case):
         return {name: NO_GRADIENTS for name in case.gradients}
@@ -147,7 +143,9 @@ class TorchOnnxAdapter(TorchAdapter):
         proto = onnx.load_from_string(model)
         opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
         entry = Exported(model, [n.op_type for n in proto.graph.node], opset, seconds)
-        entry.session, entry.refused = _session(model, case.dtype)
+        entry.session, entry.refused, of_dtype = _session(model, case.dtype)
+        if of_dtype:
+            self._refused[case.op, case.dtype] = entry.refused
         self._exports[key] = entry
         return entry
 
@@ -157,9 +155,12 @@ class TorchOnnxAdapter(TorchAdapter):
 
     def deployed(self, case, inputs) -> dict:
         """y of ``case``: its module exported (or found in the cache) and run by ONNX Runtime."""
+        refused = self._refused.get((case.op, case.dtype))
+        if refused:
+            raise Unsupported(refused)
         entry = self.exported(case, inputs)
         if entry.refused:
-            raise RuntimeError(entry.refused)
+            raise Unsupported(entry.refused)
         x = np.ascontiguousarray(np.asarray(inputs["x"], dtype=host_dtype(case.dtype)))
         return {"y": host_output(_run(entry.session, x, case.dtype))}
 
@@ -244,21 +245,19 @@ class TorchOnnxAdapter(TorchAdapter):
         return _modules().Trailing(norm, axes, len(case.shape))
 
     def rms_norm_module(self, case, inputs, dtype):
+        """``nn.RMSNorm`` in the input dtype, as the torch adapter's ``F.rms_norm`` (its native ``cast:
+        last`` holds for the exported graph too: the weight multiplies in float32 before the one
+        cast); eps None stays None (the input dtype's machine epsilon), Gemma's weight_offset is added
+        to the weight, as ports of Gemma checkpoints to ``nn.RMSNorm`` do."""
         import torch
 
-        from normconf.cases import MACHINE_EPS
-
         p, axes, w = case.params, case.params["axes"], inputs.get("weight")
-        # cast last (Gemma): normalize and scale in float32, one cast to the input dtype at the end;
-        # before_weight (LLaMA) is nn.RMSNorm in the input dtype, which rounds before the weight
-        last = p["cast"] == "last" and case.dtype in ("float16", "bfloat16")
-        eps = MACHINE_EPS[case.dtype] if last and p["eps"] is None else p["eps"]  # eps=None: the input's
-        norm = torch.nn.RMSNorm([case.shape[a] for a in axes], eps=eps, elementwise_affine=w is not None,
-                                dtype=torch.float32 if last else dtype)
+        norm = torch.nn.RMSNorm([case.shape[a] for a in axes], eps=p["eps"], elementwise_affine=w is not None,
+                                dtype=dtype)
         if w is not None:
-            with torch.no_grad():  # weight_offset + weight, rounded once to the dtype it multiplies in
+            with torch.no_grad():  # weight_offset + weight, rounded once to the dtype
                 norm.weight.copy_(torch.from_numpy(np.asarray(w, np.float64) + p["weight_offset"]))
-        return _modules().Trailing(_modules().Float32(norm) if last else norm, axes, len(case.shape))
+        return _modules().Trailing(norm, axes, len(case.shape))
 
 
 def _has_affine(inputs) -> bool:
@@ -299,20 +298,21 @@ def _torchlib_registry_once():
 
 
 def _session(model: bytes, dtype: str):
-    """``(session, None)``, or ``(None, why)`` when ONNX Runtime refuses to load the model: no CPU
-    kernel for a node in this dtype (NOT_IMPLEMENTED), a type the node's schema does not allow
-    (INVALID_GRAPH), a shape its inference rejects (FAIL: the exported group norm's Reshape to
-    [0, groups, -1] on an empty batch)."""
+    """``(session, None, False)``, or ``(None, why, of_dtype)`` when ONNX Runtime refuses to load the
+    model: no CPU kernel for a node in this dtype (NOT_IMPLEMENTED) or a type the node's schema does
+    not allow (INVALID_GRAPH), both refusals of the dtype (``of_dtype``); or a shape its inference
+    rejects (FAIL: the exported group norm's Reshape to [0, groups, -1] on an empty batch)."""
     import onnxruntime as ort
     from onnxruntime.capi import onnxruntime_pybind11_state as state
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: the runtime's notes on the graph are not results
     try:
-        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"]), None
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"]), None, False
     except (state.NotImplemented, state.InvalidGraph, state.Fail) as exc:
         message = " ".join(str(exc).split())
-        return None, f"ONNX Runtime {ort.__version__} (CPU) refuses the exported {dtype} model: {message}"
+        why = f"ONNX Runtime {ort.__version__} (CPU) refuses the exported {dtype} model: {message}"
+        return None, why, isinstance(exc, state.NotImplemented) or "Type Error" in message
 
 
 def _run(session, x: np.ndarray, dtype: str) -> np.ndarray:
@@ -356,14 +356,4 @@ def _modules():
                 return self.norm(x)
             return self.norm(x.permute(*self.order)).permute(*self.back)
 
-    class Float32(torch.nn.Module):
-        """``norm`` (a float32 module) on the input cast to float32, its result cast back once."""
-
-        def __init__(self, norm):
-            super().__init__()
-            self.norm = norm
-
-        def forward(self, x):
-            return self.norm(x.float()).to(x.dtype)
-
-    return types.SimpleNamespace(Trailing=Trailing, Float32=Float32)
+    return types.SimpleNamespace(Trailing=Trailing)
