@@ -18,7 +18,8 @@ is that path for one layer at a time:
 
 Exports cost most of a second each, so the adapter runs the ``deploy`` cases by default
 (``default_subset``), and caches the exported bytes and the session per signature: the op, shape,
-dtype and every parameter that reaches the graph (the layout does not). A dtype that ONNX Runtime
+dtype, every parameter that reaches the graph and the values of the arrays it holds (the layout
+does not). A dtype that ONNX Runtime
 refuses for the exported graph (a missing kernel, a type the op's schema does not allow) is
 ``unsupported`` with the runtime's own message. Training-mode passes are not exported (models are
 exported in eval mode) and gradients are not computed: both ``unsupported``.
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import importlib.metadata
 from dataclasses import dataclass, field
 
@@ -45,6 +47,8 @@ TRAINING = ("training-mode passes are not exported: models are exported in eval 
             "checks the training passes)")
 #: Parameters that never reach the exported graph.
 _NOT_IN_GRAPH = ("grad", "grad_output", "framework_defaults")
+#: The arrays the exported model holds as initializers: the signature has their values.
+_ARRAYS = ("weight", "bias", "running_mean", "running_var")
 
 
 @dataclass
@@ -114,15 +118,17 @@ class TorchOnnxAdapter(TorchAdapter):
 
     # -- export and run --------------------------------------------------------------------------------
 
-    def signature(self, case) -> tuple:
-        """What the exported graph depends on: op, shape, dtype and the parameters that reach it (the
-        per-channel arrays as their case specs, which fix their values); not the layout."""
-        params = tuple(sorted((k, repr(v)) for k, v in case.params.items() if k not in _NOT_IN_GRAPH))
-        return case.op, tuple(case.shape), case.dtype, params
+    def signature(self, case, inputs) -> tuple:
+        """What the exported graph depends on: op, shape, dtype, the parameters that reach it and the
+        values of the arrays it holds (weight, bias, running statistics); not the layout."""
+        arrays = tuple((k, hashlib.sha256(np.ascontiguousarray(inputs[k], np.float64).tobytes()).hexdigest())
+                       for k in _ARRAYS if inputs.get(k) is not None)
+        params = tuple(sorted((k, repr(v)) for k, v in case.params.items() if k not in _NOT_IN_GRAPH + _ARRAYS))
+        return case.op, tuple(case.shape), case.dtype, params, arrays
 
     def exported(self, case, inputs) -> Exported:
         """The cached export of ``case``'s module (exported, and its session built, on first use)."""
-        key = self.signature(case)
+        key = self.signature(case, inputs)
         found = self._exports.get(key)
         if found is not None:
             found.hits += 1
