@@ -17,6 +17,7 @@ torch is imported on first use, so that collecting the tests does not import it.
 """
 from __future__ import annotations
 
+import copy
 import warnings
 
 import numpy as np
@@ -89,6 +90,10 @@ class RunningNorm:
         self.t, self.affine = t, affine
         self.training, self.updates = True, 0
 
+    def blend(self, running, stat, m: float):
+        """The running statistic updated with momentum ``m`` (the weight of the new statistic)."""
+        return (1 - m) * running + m * stat
+
     def train(self):
         self.training = True
         return self
@@ -109,8 +114,8 @@ class RunningNorm:
                 var = x.var(dim=dims, correction=self.ddof_running)
                 if self.instance:  # per (image, channel); the buffers take their mean over the batch
                     mean, var = mean.mean(dim=0), var.mean(dim=0)
-                self.running_mean = (1 - m) * self.running_mean + m * mean
-                self.running_var = (1 - m) * self.running_var + m * var
+                self.running_mean = self.blend(self.running_mean, mean, m)
+                self.running_var = self.blend(self.running_var, var, m)
             y = _standardize(x, dims, self.eps, self.ddof)
         else:
             y = (x - _per_channel(self.running_mean, r)) / torch.sqrt(_per_channel(self.running_var, r) + self.eps)
@@ -124,15 +129,16 @@ def _running_outputs(case, norm: RunningNorm, y) -> dict:
     return out
 
 
-def port(case, t: dict, read=lambda v: v, affine=add_affine) -> dict:
+def port(case, t: dict, read=lambda v: v, affine=add_affine, running=None) -> dict:
     """The op of ``case`` on ``t`` (float64 tensors, canonical order), correctly; ``read`` turns each
     x-shaped input into the array the kernel works on (a layout misread plugs in here), ``affine``
-    applies weight and bias."""
+    applies weight and bias, ``running`` is the class of the running-statistics module
+    (:class:`RunningNorm`)."""
     p, op = case.params, case.op
     x = read(t["x"])
     r = x.ndim
     if "x_steps" in t:  # batch norm, instance norm with running statistics: the training loop
-        norm = RunningNorm(case, t, affine)
+        norm = (running or RunningNorm)(case, t, affine)
         training, eval_after = p.get("training", True), p.get("eval_after", False)
         steps = [read(v) for v in t["x_steps"]]
         earlier = steps if eval_after else steps[:-1] if training else []
@@ -474,6 +480,76 @@ def half_accumulators(case, inputs):
     return {k: round_to_dtype(np.asarray(v, dtype=np.float64), case.dtype) for k, v in out.items()}
 
 
+# ----------------------------------------------------------------------------- deployment precision
+
+def _f32(v: float) -> float:
+    return float(np.float32(v))
+
+
+class Float32Attributes(RunningNorm):
+    """BatchNormalization as an ONNX runtime runs it: momentum is a 32-bit float attribute holding
+    the weight of the OLD value, ``running = running * momentum + current * (1 - momentum)``; a
+    cumulative average (momentum None) is one node per step, its attribute 1 - 1/k."""
+
+    def blend(self, running, stat, m: float):
+        momentum = _f32(1.0 - m)  # AttributeProto.f
+        return running * momentum + stat * (1.0 - momentum)
+
+
+def float32_attributes(case, inputs):
+    """A float64 model whose eps and momentum are 32-bit float attributes (ONNX's ``AttributeProto``:
+    ``helper.make_node(..., epsilon=1e-5)`` stores 9.99999975e-06): the port with eps rounded to
+    float32 and :class:`Float32Attributes` for the running statistics; the arithmetic stays float64."""
+    from normconf.cases import rms_eps
+
+    p = case.params
+    held = case.with_params(eps=_f32(p["eps"])) if p.get("eps") is not None else case
+    if case.op == "rms_norm":  # eps null: float64's machine epsilon, 2^-52, a float32 number too
+        return run(case, inputs, lambda t: {"y": rms_norm(case, t, t["x"], eps=_f32(rms_eps(p, case.dtype)))})
+    return run(case, inputs, lambda t: port(held, t, running=Float32Attributes))
+
+
+def _to(t: dict, fn) -> dict:
+    return {k: [fn(s) for s in v] if isinstance(v, list) else fn(v) for k, v in t.items()}
+
+
+def in_float32(case, inputs):
+    """A float64 case computed in float32: every input ``.float()``, the port, every output
+    ``.double()``, as ONNX's ``stash_type=1`` computes a float64 model and as a ``.float()`` left in
+    model code does (eps and momentum, Python floats, join the float32 arithmetic). The port runs as
+    for a float32 case: rms_norm's rounding points are float32's, its eps the float64 case's."""
+    from normconf.cases import rms_eps
+
+    as32 = copy.copy(case)
+    as32.dtype = "float32"
+
+    def forward(t):
+        t32 = _to(t, lambda v: v.float())
+        if case.op == "rms_norm":
+            out = {"y": rms_norm(as32, t32, t32["x"], eps=rms_eps(case.params, case.dtype))}
+        else:
+            out = port(as32, t32)
+        return _to(out, lambda v: v.double())
+    return run(case, inputs, forward)
+
+
+def per_group_affine(case, inputs):
+    """Group norm through GroupNormalization-18, which takes one scale and one bias per group: a
+    converter keeps each group's first channel's (``weight.reshape(G, C // G)[:, 0]``) and the op
+    applies them to the grouped tensor."""
+    p = case.params
+
+    def forward(t):
+        x = t["x"]
+        n, c, g = x.shape[0], x.shape[1], p["groups"]
+        grouped = x.reshape((n, g, c // g) + tuple(x.shape[2:]))
+        y = _standardize(grouped, list(range(2, grouped.ndim)), p["eps"], _ddof(p))
+        shape = (1, g) + (1,) * (grouped.ndim - 2)
+        per_group = {k: t[k].reshape(g, c // g)[:, 0].reshape(shape) for k in ("weight", "bias") if k in t}
+        return {"y": add_affine(y, per_group.get("weight"), per_group.get("bias")).reshape(x.shape)}
+    return run(case, inputs, forward)
+
+
 # ----------------------------------------------------------------------------- the table's rows
 
 def _bn(case) -> bool:
@@ -486,6 +562,10 @@ def _tracking(case) -> bool:
 
 def _grouping_moves(case) -> bool:
     return case.op == "group_norm" and 1 < case.params["groups"] < case.shape[1]
+
+
+def _affine_given(case) -> bool:
+    return case.params.get("weight") is not None or case.params.get("bias") is not None
 
 
 def _rms(case) -> bool:
@@ -522,4 +602,11 @@ FAULTS = [
     ("rms: other axes", ("reduction_axes",), _rms, rms_fault(dims="other")),
     ("rms: float16, no x.float()", ("low_precision_accumulation",),
      lambda c: _rms(c) and c.dtype == "float16" and not c.params["grad"], rms_half),
+    ("float32 attributes", ("attribute_precision",),
+     lambda c: c.dtype == "float64" and c.op in STAT_OPS + ("rms_norm",), float32_attributes),
+    ("float64 in float32", ("compute_precision",),
+     lambda c: c.dtype == "float64" and c.op in STAT_OPS + ("rms_norm",), in_float32),
+    # GroupNormalization-18 is an inference op (ONNX has no gradients)
+    ("group norm per-group affine", ("per_group_affine",),
+     lambda c: _grouping_moves(c) and _affine_given(c) and not c.params["grad"], per_group_affine),
 ]

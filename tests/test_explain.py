@@ -563,3 +563,68 @@ def test_float64_rms_recipes_are_compute_precision_with_the_other_weight_offset(
     assert named == ({"compute_precision", "weight_offset"} if other else {"compute_precision"}), found
     assert found["residual"]["y"] <= 1
     assert ("the statistic computed in float32" in found["detail"]) == statistic, found["detail"]
+
+
+def test_momentum_null_is_rounded_per_step_as_float32_attributes():
+    """momentum null through ONNX: one node per step, momentum 1 - 1/k a float32 attribute (1 - 1/3 =
+    0.666666687); the planted port of tests/planted.py is named attribute_precision with each step's
+    momentum, and with an eps that float32 holds exactly, by the momentum alone."""
+    for eps, said in (("1.0e-5", "eps 1e-05 -> 9.99999975e-06, "), ("0.5", "")):
+        case = _one("cases: [{id: a, op: batch_norm, input: {shape: [8, 3, 4, 4], dtype: float64, generator: "
+                    "{dist: normal, mean: 1.0, std: 2.0, seed: 43}}, params: {steps: 3, eval_after: true, "
+                    f"momentum: null, eps: {eps}, weight: [1.5, 0.5, 1.0]}}}}]")
+        ctx = context(case)
+        found = explain(case, ctx.inputs, ctx.expected, planted.float32_attributes(case, ctx.inputs), ctx.tolerance)
+        assert found["cause"] == "attribute_precision" and "causes" not in found, found
+        assert found["params"]["per_step"] == "old"
+        assert found["params"]["step_momentum"] == [1.0, 0.5, 1.0 - float(np.float32(2.0 / 3.0))]
+        assert found["detail"] == ("parameters rounded to float32 attributes: " + said +
+                                   "momentum null: step 3's 0.666666667 (weight of the old value) -> 0.666666687")
+        assert set(found["outputs"]) == {"y", "running_mean", "running_var"}
+    # two steps: 1 and 1/2 are float32 numbers, nothing to round
+    case = _one("cases: [{id: b, op: batch_norm, input: {shape: [8, 3, 4, 4], dtype: float64}, "
+                "params: {steps: 2, momentum: null, eps: 0.5}}]")
+    ctx = context(case)
+    assert explain(case, ctx.inputs, ctx.expected, planted.float32_attributes(case, ctx.inputs), ctx.tolerance) is None
+
+
+def _one_pass_float32_sequential(case, inputs):
+    """Group norm of a float64 input computed in float32 with var = E[x^2] - E[x]^2, each sum a
+    running float32 sum (a naive kernel's loop): at mean 1e4 the variance is float32 noise, and its
+    summation order is not NumPy's pairwise one the stage-0 variant uses."""
+    p = case.params
+    x = np.asarray(inputs["x"], dtype=np.float32)
+    n, c = x.shape[:2]
+    g = x.reshape(n, p["groups"], -1)
+    count = np.float32(g.shape[-1])
+    with np.errstate(all="ignore"):
+        mean = np.cumsum(g, axis=-1, dtype=np.float32)[..., -1:] / count
+        ex2 = np.cumsum(g * g, axis=-1, dtype=np.float32)[..., -1:] / count
+        y = (g - mean) / np.sqrt(ex2 - mean * mean + np.float32(p["eps"]))
+    return {"y": y.reshape(x.shape).astype(np.float64)}
+
+
+def test_compute_precisions_last_resort_accepts_a_cancelled_float32_variance():
+    """compute_precision's fallback (stage 4): a float32 one-pass variance that cancels (mean 1e4) in a
+    summation order no variant reproduces, accepted from the per-slice variances y implies, each within
+    the one-pass float32 bound c u E[x^2]; shipped, ONNX Runtime's group norm at opset 23 on
+    group_norm/mean1e4_std1_2x4x8x8@dtype=float64 reaches it (tests/test_onnx.py)."""
+    from normconf.explain.causes import compute_precision
+    from normconf.explain.core import Explainer
+
+    case = _one("cases: [{id: a, op: group_norm, input: {shape: [2, 4, 8, 8], dtype: float64, generator: "
+                "{dist: normal, mean: 1.0e+4, std: 1.0, seed: 1607}}, params: {groups: 2}}]")
+    ctx = context(case)
+    actual = _one_pass_float32_sequential(case, ctx.inputs)
+    found = explain(case, ctx.inputs, ctx.expected, actual, ctx.tolerance)
+    assert set(found["causes"]) == {"compute_precision", "one_pass_variance"}, found
+    assert found["params"]["implied"] is True and found["params"]["variance"] == "one-pass"
+    assert 0 < found["params"]["max_var_error"] <= found["params"]["E[x^2]"] * 1e-5
+    assert "implied by y" in found["detail"]
+    # the stage-0 variants do not reproduce it (which is why the last resort is reached)
+    ex = Explainer(case, ctx.inputs, ctx.expected, actual, ctx.tolerance, ["y"], ["y"])
+    assert not any(ex.evaluate(v).ok for v in compute_precision.computed(ex))
+    # the same arithmetic in float64 leaves no float32 numbers: not this cause's to accept
+    as64 = {"y": oracle.reference(case, ctx.inputs)["y"] * (1 + 1e-9)}
+    ex = Explainer(case, ctx.inputs, ctx.expected, as64, ctx.tolerance, ["y"], ["y"])
+    assert compute_precision.fallback(ex) is None

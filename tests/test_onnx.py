@@ -146,3 +146,13 @@ def test_openvino_reads_the_same_onnx_model():
     pytest.importorskip("openvino")
     r = reproduce(ONNX_CASES, "group_norm_group_constant_weight_2x8x4x4", "openvino")
     assert r["status"] == "pass", r["reason"]
+
+
+def test_float64_group_norm_at_mean_1e4_reaches_compute_precisions_last_resort():
+    """ONNX Runtime's float32 group norm at mean 1e4 follows no summation order the explainer
+    simulates: the cancelled one-pass variance is accepted from the variances y implies (stage 4)."""
+    pytest.importorskip("onnxruntime")
+    r = reproduce(str(CASES / "group_norm.yaml"), "mean1e4_std1_2x4x8x8@dtype=float64", "onnxruntime")
+    assert r["status"] == "expected", r["reason"]
+    ex = r["explanation"]
+    assert set(ex["causes"]) == {"compute_precision", "one_pass_variance"} and ex["params"]["implied"] is True
