@@ -4,7 +4,9 @@ Each fault is written the way the bug is written in practice, not as a variant o
 arithmetic: a torch port of the op (float64, autograd for the gradients) whose caller hands it a
 buffer in the case's memory layout that it reads as the other layout, a batch norm module left in
 the wrong mode, a group norm whose reshape interleaves the groups, torchvision's ``Normalize``
-multiplying by std, a bias subtracted, a NumPy kernel with float16 accumulators. The correct port
+multiplying by std, a bias subtracted, a NumPy kernel with float16 accumulators, rms_norm with
+each of its bugs, eps and momentum held in ONNX's float32 attributes, a float64 port run on
+``.float()`` tensors, GroupNormalization-18's per-group scale and bias. The correct port
 (:func:`correct`) is itself one of the implementations that must raise no explanation, so what the
 table measures is the bug alone.
 
