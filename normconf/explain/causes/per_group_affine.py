@@ -74,8 +74,12 @@ def _fit(ex, case, bare, g, per, c) -> Variant | None:
     y_hat = z * np.repeat(s, per).reshape(shape) + np.repeat(b, per).reshape(shape)
     first = {}
     for name, fitted in (("weight", s), ("bias", b)):
-        given = np.asarray(inputs[name], dtype=np.float64).reshape(g, per) if name in inputs else np.full((g, per), float(name == "weight"))
-        first[name] = bool(np.allclose(fitted, given[:, 0], rtol=1e-3, atol=1e-3 * max(1.0, float(np.abs(given).max()))))
+        if name in inputs:
+            given = np.asarray(inputs[name], dtype=np.float64).reshape(g, per)
+        else:
+            given = np.full((g, per), float(name == "weight"))
+        atol = 1e-3 * max(1.0, float(np.abs(given).max()))
+        first[name] = bool(np.allclose(fitted, given[:, 0], rtol=1e-3, atol=atol))
     which = " and ".join(k for k, v in first.items() if v)
     origin = f": each group's first channel's {which}" if which else ""
 
