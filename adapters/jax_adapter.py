@@ -72,7 +72,7 @@ class JaxAdapter(Adapter):
         if not case.params["grad"]:
             return {"y": (x - mean) / std}
         y, vjp = jax.vjp(lambda x: (x - mean) / std, x)
-        return {"y": y, "grad_x": vjp(jnp.asarray(to_layout(inputs["grad_output"], case.layout), dt))[0]}
+        return {"y": y, "grad_x": vjp(self.array(case, inputs["grad_output"]))[0]}
 
     def channel_stats(self, case, inputs):
         import jax.numpy as jnp
