@@ -86,6 +86,8 @@ REGISTRY = (
           ("y", "running_mean", "running_var"), search=17),
     Cause("per_group_affine", "group norm's scale and bias per group (GroupNormalization-18) instead of per channel",
           ("y",), search=18),
+    Cause("empty_batch_statistics", "the statistics of an empty batch taken as 0 (a reduction's identity) or the "
+          "update skipped, instead of 0/0 = NaN", ("running_mean", "running_var", "mean", "std"), search=19),
 )
 
 #: The cause ids, in the table's order (the order of docs/causes.md and of the schema's enum).
