@@ -20,8 +20,10 @@ def builtin():
     from .torch_cuda_adapter import TorchCudaAdapter
     from .torch_onnx_adapter import TorchOnnxAdapter
 
-    frameworks = [NumpyAdapter(), TorchAdapter(), TorchOnnxAdapter(), TensorflowAdapter(), JaxAdapter(),
-                  LabmlAdapter(), TorchCudaAdapter(), JaxCudaAdapter(), CupyAdapter()]
+    frameworks = [NumpyAdapter(), TorchAdapter(), TensorflowAdapter(), JaxAdapter(), LabmlAdapter(),
+                  TorchCudaAdapter(), JaxCudaAdapter(), CupyAdapter()]
     # the compiled twins, after their eager adapters (default subset: the cases tagged `compiled`)
     frameworks += [TorchCompileAdapter(), TensorflowXlaAdapter(), JaxJitAdapter()]
-    return frameworks + [cls() for cls in ONNX] + [cls() for cls in RECIPES]
+    # the export round trip after the runtimes it ends in (default subset: the cases tagged `deploy`)
+    deploy = [cls() for cls in ONNX] + [TorchOnnxAdapter()]
+    return frameworks + deploy + [cls() for cls in RECIPES]
