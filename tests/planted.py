@@ -96,6 +96,21 @@ class RunningNorm:
         """The running statistic updated with momentum ``m`` (the weight of the new statistic)."""
         return (1 - m) * running + m * stat
 
+    def batch_statistics(self, x, dims):
+        """The batch's mean and variance per channel (instance norm: each image's, then their mean
+        over the batch, as the buffers take them)."""
+        mean = x.mean(dim=dims)
+        var = x.var(dim=dims, correction=self.ddof_running)
+        if self.instance:
+            mean, var = mean.mean(dim=0), var.mean(dim=0)
+        return mean, var
+
+    def update(self, x, dims, m: float):
+        """One training step's update of the buffers with momentum ``m``."""
+        mean, var = self.batch_statistics(x, dims)
+        self.running_mean = self.blend(self.running_mean, mean, m)
+        self.running_var = self.blend(self.running_var, var, m)
+
     def train(self):
         self.training = True
         return self
@@ -109,15 +124,10 @@ class RunningNorm:
         r = x.ndim
         dims = list(range(2, r)) if self.instance else [0] + list(range(2, r))
         if self.training:
-            self.updates += 1
+            self.updates += 1  # num_batches_tracked: every training call counts
             m = 1.0 / self.updates if self.momentum is None else self.momentum
             with torch.no_grad():
-                mean = x.mean(dim=dims)
-                var = x.var(dim=dims, correction=self.ddof_running)
-                if self.instance:  # per (image, channel); the buffers take their mean over the batch
-                    mean, var = mean.mean(dim=0), var.mean(dim=0)
-                self.running_mean = self.blend(self.running_mean, mean, m)
-                self.running_var = self.blend(self.running_var, var, m)
+                self.update(x, dims, m)
             y = _standardize(x, dims, self.eps, self.ddof)
         else:
             y = (x - _per_channel(self.running_mean, r)) / torch.sqrt(_per_channel(self.running_var, r) + self.eps)
@@ -401,10 +411,11 @@ def _lane_sum(v: np.ndarray, axes: tuple) -> np.ndarray:
     each adding every 8th value in float16, then the lanes added pairwise in float16."""
     kept = [1 if a in axes else s for a, s in enumerate(v.shape)]
     moved = np.moveaxis(v, axes, tuple(range(-len(axes), 0)))
-    flat = moved.reshape(moved.shape[:moved.ndim - len(axes)] + (-1,)).astype(np.float16)
-    pad = (-flat.shape[-1]) % 8
+    n = int(np.prod([v.shape[a] for a in axes]))  # explicit: -1 is ambiguous in an empty batch's reshape
+    flat = moved.reshape(moved.shape[:moved.ndim - len(axes)] + (n,)).astype(np.float16)
+    pad = (-n) % 8
     flat = np.concatenate([flat, np.zeros(flat.shape[:-1] + (pad,), np.float16)], axis=-1)
-    rows = flat.reshape(flat.shape[:-1] + (-1, 8))
+    rows = flat.reshape(flat.shape[:-1] + ((n + pad) // 8, 8))
     acc = np.zeros(rows.shape[:-2] + (8,), np.float16)
     with np.errstate(over="ignore", invalid="ignore"):
         for i in range(rows.shape[-2]):
@@ -552,6 +563,69 @@ def per_group_affine(case, inputs):
     return run(case, inputs, forward)
 
 
+# ----------------------------------------------------------------------------- an empty batch
+
+class SkipsEmptyBatch(RunningNorm):
+    """Batch norm that leaves its buffers as they are on an empty batch, as ATen's ``batch_norm``
+    returns before the update when ``input.numel() == 0`` (pytorch/pytorch#12013); the step still
+    counts for a cumulative average (``num_batches_tracked`` is the module's)."""
+
+    def update(self, x, dims, m: float):
+        if x.numel() == 0:
+            return
+        super().update(x, dims, m)
+
+
+def _clamped_mean(v, dims):
+    """The mean over ``dims`` as a sum over a count clamped to 1, a guard against 0/0: over no
+    values it is the empty sum, 0, as OpenVINO's ReduceMean fills an empty reduction with 0
+    (openvinotoolkit/openvino#27603)."""
+    return v.sum(dim=dims) / max(int(np.prod([v.shape[d] for d in dims])), 1)
+
+
+def _clamped_var(v, dims, ddof: int):
+    n = int(np.prod([v.shape[d] for d in dims]))
+    dev = v - _clamped_mean(v, dims).reshape([1 if d in dims else s for d, s in enumerate(v.shape)])
+    return (dev * dev).sum(dim=dims) / max(n - ddof, 1)
+
+
+class ZeroStatistics(RunningNorm):
+    """Batch norm whose batch mean and variance are :func:`_clamped_mean`'s: 0 on an empty batch,
+    which the update blends in (running = (1 - momentum) x old)."""
+
+    def batch_statistics(self, x, dims):
+        mean, var = _clamped_mean(x, dims), _clamped_var(x, dims, self.ddof_running)
+        if self.instance:  # each image's statistics, then their mean over the images: 0 over none
+            mean, var = _clamped_mean(mean, [0]), _clamped_mean(var, [0])
+        return mean, var
+
+
+def skips_empty_batch(case, inputs):
+    """The batch norm port with :class:`SkipsEmptyBatch`'s update."""
+    return run(case, inputs, lambda t: port(case, t, running=SkipsEmptyBatch))
+
+
+def zero_statistics(case, inputs):
+    """The port with every statistic a :func:`_clamped_mean`: batch norm with :class:`ZeroStatistics`,
+    channel_stats' mean and std 0 over an empty batch (pooled, or the mean over zero images)."""
+    if case.op != "channel_stats":
+        return run(case, inputs, lambda t: port(case, t, running=ZeroStatistics))
+    ddof = _ddof(case.params)
+
+    def forward(t):
+        x = t["x"]
+        r = x.ndim
+        if case.params["method"] == "pooled":
+            dims = [0] + list(range(2, r))
+            return {"mean": _clamped_mean(x, dims), "std": _clamped_var(x, dims, ddof).sqrt()}
+        if r == 2:
+            x, r = x.unsqueeze(-1), 3
+        dims = list(range(2, r))
+        return {"mean": _clamped_mean(_clamped_mean(x, dims), [0]),
+                "std": _clamped_mean(_clamped_var(x, dims, ddof).sqrt(), [0])}
+    return run(case, inputs, forward)
+
+
 # ----------------------------------------------------------------------------- the table's rows
 
 def _bn(case) -> bool:
@@ -560,6 +634,11 @@ def _bn(case) -> bool:
 
 def _tracking(case) -> bool:
     return case.op == "instance_norm" and bool(case.params.get("track_running_stats"))
+
+
+def _empty_running(case) -> bool:
+    """An empty batch whose running statistics are outputs (training, or tracked by instance norm)."""
+    return case.shape[0] == 0 and ((_bn(case) and case.params["training"]) or _tracking(case))
 
 
 def _grouping_moves(case) -> bool:
@@ -588,8 +667,11 @@ FAULTS = [
     ("forgot eval()", ("training_mode",), lambda c: _bn(c) and not c.params["training"], forgot_eval),
     ("eval_after, no eval()", ("training_mode",), lambda c: _bn(c) and c.params["training"] and c.params["eval_after"],
      forgot_eval),
+    # on an empty batch a module left in eval() and one that skips the update on no values give the
+    # same outputs (no y, the running statistics as given): the explainer names the empty batch
     ("forgot train()", ("training_mode",),
-     lambda c: (_bn(c) and c.params["training"] and not c.params["eval_after"]) or _tracking(c), forgot_train),
+     lambda c: c.shape[0] > 0 and ((_bn(c) and c.params["training"] and not c.params["eval_after"]) or _tracking(c)),
+     forgot_train),
     ("groups c % G", ("group_assignment",), _grouping_moves, interleaved_groups),
     ("float16 accumulators", ("low_precision_accumulation",), _half_applies, half_accumulators),
     ("Normalize x std", (), lambda c: c.op == "normalize", normalize_times_std),
@@ -611,4 +693,8 @@ FAULTS = [
     # GroupNormalization-18 is an inference op (ONNX has no gradients)
     ("group norm per-group affine", ("per_group_affine",),
      lambda c: _grouping_moves(c) and _affine_given(c) and not c.params["grad"], per_group_affine),
+    # an empty batch (N = 0): torch's skipped update, OpenVINO's reductions of nothing
+    ("empty batch: no update", ("empty_batch_statistics",), _empty_running, skips_empty_batch),
+    ("empty batch: statistics 0", ("empty_batch_statistics",),
+     lambda c: _empty_running(c) or (c.op == "channel_stats" and c.shape[0] == 0), zero_statistics),
 ]

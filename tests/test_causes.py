@@ -84,6 +84,8 @@ cases:
      params: {mean: [0.5, 0.4, 0.3], std: [0.2, 0.3, 0.4]}}
   - {id: rms, op: rms_norm, input: {shape: [3, 4, 16], dtype: float16, generator: {dist: normal, mean: 2.0, std: 0.1, seed: 13}},
      params: {axes: [-1], weight: {generator: {dist: normal, seed: 14}}, weight_offset: 1.0, cast: before_weight}}
+  - {id: empty, op: batch_norm, input: {shape: [0, 3, 4], dtype: float16, generator: {dist: normal, seed: 15}},
+     params: {steps: 2}}
 """
 SMALL, _errors = load_text(CASES, "causes.yaml")
 
@@ -130,3 +132,65 @@ def test_a_new_cause_is_a_row_and_a_module(monkeypatch):
     found = explain(case, ctx.inputs, ctx.expected, actual, ctx.tolerance)
     assert found["cause"] == "negated_output" and found["detail"] == "y negated"
     assert np.isfinite(found["residual"]["y"]) and found["residual"]["y"] <= 1
+
+
+EMPTY = """
+cases:
+  - {id: bn, op: batch_norm, input: {shape: [0, 3, 4], dtype: float32, generator: {dist: normal, seed: 1}},
+     params: {steps: 3, momentum: null, running_mean: [0.5, -1.0, 2.0], running_var: [1.0, 2.0, 0.5]}}
+  - {id: inst, op: instance_norm, input: {shape: [0, 3, 4, 4], dtype: float16, generator: {dist: normal, seed: 2}},
+     params: {track_running_stats: true, steps: 2, momentum: 0.2, running_mean: [0.5, -1.0, 2.0],
+              running_var: [1.0, 2.0, 0.5]}}
+  - {id: stats, op: channel_stats, input: {shape: [0, 3, 4, 4], dtype: float32, generator: {dist: uniform, seed: 3}},
+     params: {method: per_image_mean}}
+  - {id: full, op: batch_norm, input: {shape: [2, 3, 4], dtype: float32, generator: {dist: normal, seed: 4}}}
+"""
+
+
+def _empty(case_id):
+    cases, errors = load_text(EMPTY, "empty.yaml")
+    assert not errors, errors
+    case = next(c for c in cases if c.id == case_id)
+    return case, context(case)
+
+
+@pytest.mark.parametrize("case_id, old_weight, figures", [
+    ("bn", 0.0, "running = 0 x old + 1 x 0, running_mean [0, 0, 0], running_var [0, 0, 0]"),
+    ("inst", 0.64, "running = 0.64 x old + 0.36 x 0, running_mean [0.32, -0.64, 1.28], running_var [0.64, 1.28, 0.32]"),
+])
+def test_empty_batch_statistics_names_a_skipped_update_and_statistics_taken_as_zero(case_id, old_weight, figures):
+    """N = 0: the oracle's running statistics are NaN (0/0); an implementation that leaves them as
+    given (torch) or blends in a mean and variance of 0 (OpenVINO) is named, with its figures: over
+    3 steps of a cumulative average the first step's weight 1 leaves nothing of the old values, two
+    steps at momentum 0.2 leave 0.8^2 = 0.64 of them."""
+    case, ctx = _empty(case_id)
+    assert np.isnan(ctx.expected["running_mean"]).all() and np.isnan(ctx.expected["running_var"]).all()
+    steps = case.params["steps"]
+    rm, rv = np.array([0.5, -1.0, 2.0]), np.array([1.0, 2.0, 0.5])
+    kept = explain(case, ctx.inputs, ctx.expected, dict(ctx.expected, running_mean=rm, running_var=rv), ctx.tolerance)
+    assert kept["cause"] == "empty_batch_statistics" and "also" not in kept
+    assert kept["params"] == {"empty_batch": "skip", "n": 0, "steps": steps}
+    assert f"each of {steps} training steps left running_mean and running_var as they were" in kept["detail"]
+    assert "running_mean [0.5, -1, 2], running_var [1, 2, 0.5]" in kept["detail"]
+    zeros = dict(ctx.expected, running_mean=old_weight * rm, running_var=old_weight * rv)
+    found = explain(case, ctx.inputs, ctx.expected, zeros, ctx.tolerance)
+    assert found["cause"] == "empty_batch_statistics" and "also" not in found
+    assert found["params"] == {"empty_batch": "zeros", "n": 0, "steps": steps, "old_weight": old_weight}
+    assert figures in found["detail"]
+    # anything else on an empty batch (here: half the given values) is not this cause
+    other = explain(case, ctx.inputs, ctx.expected, dict(ctx.expected, running_mean=rm / 2, running_var=rv / 2),
+                    ctx.tolerance)
+    assert other["cause"] != "empty_batch_statistics"
+
+
+def test_empty_batch_statistics_of_channel_stats_and_only_on_an_empty_batch():
+    case, ctx = _empty("stats")
+    zeros = {"mean": np.zeros(3), "std": np.zeros(3)}
+    found = explain(case, ctx.inputs, ctx.expected, zeros, ctx.tolerance)
+    assert found["cause"] == "empty_batch_statistics" and found["params"]["empty_batch"] == "zeros"
+    assert "mean over zero images" in found["detail"] and "mean [0, 0, 0], std [0, 0, 0]" in found["detail"]
+    # a batch with values: the running statistics as given are a forgotten train(), never this cause
+    case, ctx = _empty("full")
+    names = ["y", "running_mean", "running_var"]
+    ex = Explainer(case, ctx.inputs, ctx.expected, ctx.expected, ctx.tolerance, names, names)
+    assert causes.BY_ID["empty_batch_statistics"].hook("computed")(ex) == []

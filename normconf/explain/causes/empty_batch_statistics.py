@@ -85,7 +85,7 @@ def _old_weight(case, steps) -> float:
     for k, xk in enumerate(steps, start=1):
         if np.size(xk) == 0:
             weight *= 1 - (1.0 / k if case.params["momentum"] is None else case.params["momentum"])
-    return weight
+    return float(f"{weight:.15g}")  # 0.64, not 0.6400000000000001, in the JSON
 
 
 def figures(v) -> str:
@@ -116,6 +116,8 @@ def _zeros_text(ex, v) -> str:
 
 
 def _channel_stats_text(ex, v) -> str:
-    over = "over zero values" if v.params["method"] == "pooled" else "over zero images (the mean of no per-image statistics)"
-    return (f"mean and std of an empty batch (N = 0) taken as 0 (a reduction's identity) instead of 0/0 = NaN "
-            f"{over}: mean {figures((v.outputs or {}).get('mean', []))}, std {figures((v.outputs or {}).get('std', []))}")
+    got = v.outputs or {}
+    what = ("mean and std over zero values" if v.params["method"] == "pooled"
+            else "mean and std as the mean over zero images of each image's")
+    return (f"an empty batch (N = 0): {what} taken as 0 (a reduction's identity) instead of 0/0 = NaN: "
+            f"mean {figures(got.get('mean', []))}, std {figures(got.get('std', []))}")
