@@ -400,7 +400,8 @@ class TensorflowXlaAdapter(_Compiled, TensorflowAdapter):
                 with tf.GradientTape() as tape:
                     tape.watch(x)
                     y = layer(x) if training is None else layer(x, training=training)
-                sources = {"grad_x": x, "grad_weight": weight_variable(layer), "grad_bias": getattr(layer, "beta", None)}
+                sources = {"grad_x": x, "grad_weight": weight_variable(layer),
+                           "grad_bias": getattr(layer, "beta", None)}
                 grads = tape.gradient(y, [sources[n] for n in names], output_gradients=g) if names else []
                 return y, grads
             return layer, tf_function(step)

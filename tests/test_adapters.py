@@ -17,9 +17,14 @@ from normconf.engine import evaluate
 from normconf.inputs import generate
 
 ROOT = Path(__file__).resolve().parents[1]
+# the frameworks, their compiled twins, the deployment runtimes and the export round trip, the recipes
 REPORT_ORDER = ["numpy", "torch", "tensorflow", "jax", "labml-nn", "torch-cuda", "jax-cuda", "cupy",
+                "torch-compile", "tensorflow-xla", "jax-jit",
+                "onnx-reference", "onnx-reference-opset18", "onnxruntime", "onnxruntime-opset18", "openvino",
+                "torch-onnx-ort",
                 "recipe-000-numpy", "recipe-000-torch", "recipe-001-labml", "recipe-002-einops-torch",
-                "recipe-002-einops-numpy", "recipe-004-calculate-norm"]
+                "recipe-002-einops-numpy", "recipe-004-calculate-norm",
+                "recipe-llama-rmsnorm", "recipe-gemma-rmsnorm", "recipe-t5-layernorm"]
 
 
 def one(entry: str):
