@@ -6,7 +6,8 @@ buffer in the case's memory layout that it reads as the other layout, a batch no
 the wrong mode, a group norm whose reshape interleaves the groups, torchvision's ``Normalize``
 multiplying by std, a bias subtracted, a NumPy kernel with float16 accumulators, rms_norm with
 each of its bugs, eps and momentum held in ONNX's float32 attributes, a float64 port run on
-``.float()`` tensors, GroupNormalization-18's per-group scale and bias. The correct port
+``.float()`` tensors, GroupNormalization-18's per-group scale and bias, a batch norm that skips its
+update on an empty batch and one whose means over no values are 0. The correct port
 (:func:`correct`) is itself one of the implementations that must raise no explanation, so what the
 table measures is the bug alone.
 
