@@ -17,15 +17,15 @@
 >>> explain(case, inputs, expected, expected, tol) is None
 True
 
-How: every cause id has one or more *variants*, the float64 oracle with one convention changed
-(the other divisor, a fitted eps, eps on the std, E[x^2]-E[x]^2 in the input dtype, sums in the
-input dtype, other reduction axes, the other momentum or running-variance convention, per-image
-std, an affine dropped). A variant *reproduces* the actual outputs when
-:func:`normconf.compare.compare` passes with the caller's tolerance on every output; among
-reproducing variants the one leaving the smallest share of the deviation unexplained (sum of
-squared errors over the allowance, against the oracle's) is reported, the largest
-``|actual - variant| / allowance`` is its ``residual``. Search order, cheapest and most specific
-first, stopping at the first stage that reproduces everything:
+How: every cause id has one or more *variants*, the float64 oracle with one convention changed (the
+other divisor, a fitted eps, eps on the std, E[x^2]-E[x]^2 in the input dtype, sums in the input
+dtype, other reduction axes, the other momentum or running-variance convention, per-image std, an
+affine dropped, an empty batch's statistics taken as 0 or its update skipped). A variant
+*reproduces* the actual outputs when :func:`normconf.compare.compare` passes with the caller's
+tolerance on every output; among reproducing variants the one leaving the smallest share of the
+deviation unexplained (sum of squared errors over the allowance, against the oracle's) is reported,
+the largest ``|actual - variant| / allowance`` is its ``residual``. Search order, cheapest and most
+specific first, stopping at the first stage that reproduces everything:
 
 0. single variants: the discrete ones (exact reproductions) and a fitted eps that is a common
    value (0, 1e-12, ..., 1e-5, 1e-3, ...), ranked together;
