@@ -218,7 +218,7 @@ def test_pyargs_normconf_runs_the_shipped_cases_against_a_third_party_adapter(ou
     assert statuses <= {"pass", "unsupported", "expected"}, sorted(statuses)
     assert sum(r["status"] == "pass" for r in results) > 0.8 * len(results)
     ops = {e["op"] for e in doc["not_run"] if e["adapter"] == "my-norm"}
-    assert ops == {"batch_norm", "layer_norm", "group_norm", "normalize", "channel_stats"}
+    assert ops == {"batch_norm", "layer_norm", "group_norm", "normalize", "channel_stats", "rms_norm"}
     assert all(e["status"] == "unsupported" and "no API" in e["reason"] for e in doc["not_run"])
     # the built-ins of a machine without torch, TensorFlow, JAX: unavailable, said once in the header
     env_adapters = doc["environment"]["adapters"]

@@ -41,7 +41,7 @@ def discrete(ex) -> list[Variant]:
     m = p.get("momentum")
     train = "running_variance" in p and p.get("training", True) and m is not None
     # the momentum as a framework stores it: ONNX's weight of the old value (1 - m), or m itself
-    forms = [(w, stored(m, w)) for w in ("old", "new")] if train else []
+    forms: list[tuple[str | None, float | None]] = [(w, stored(m, w)) for w in ("old", "new")] if train else []
     forms = [(w, v) for w, v in forms if v != m]
     for which, value in forms or [(None, None)]:
         ch, text = dict(changes), list(said)

@@ -114,7 +114,7 @@ def _in_float32(factory, *args):
         out = moments(c, ins)
         fn.moments = moments.moments
         return out
-    fn.moments = None  # type: ignore[attr-defined]
+    fn.moments = None
     return fn
 
 
@@ -171,6 +171,8 @@ def computed(ex) -> list[Variant]:
 def _reproduces(ex, v: Variant) -> bool:
     """Whether ``v`` alone reproduces every compared output at its own tolerance (not recorded as
     evaluated: the explainer evaluates the variants it is given)."""
+    if v.fn is None:
+        return False
     with np.errstate(all="ignore"):
         try:
             out = v.fn(ex.case, ex.inputs)

@@ -48,6 +48,7 @@ def fallback(ex) -> Variant | None:
 
 def _reproduces(ex, v: Variant) -> bool:
     """Whether the fitted y is within the case's tolerance of the output."""
+    assert v.fn is not None  # a fitted variant always has its function
     with np.errstate(all="ignore"):
         y = v.fn(ex.case, ex.inputs)["y"]
     return ratio(y, ex.actual["y"], **tol(ex.tolerance, "y"))[1]
