@@ -149,8 +149,21 @@ def _reference(model_bytes: bytes):
 
 @functools.lru_cache(maxsize=1)
 def _openvino_core():
-    import openvino as ov
+    import os
 
+    # `import openvino` imports its model converter, which sends usage telemetry from a forked process
+    # unless the user opted out (openvino_telemetry; a fork under JAX's threads warns, and a
+    # conformance run has no business on the network). Its documented opt-out for CI jobs, CI=true,
+    # is set for the import alone; nothing is written to the user's home (the opt_in_out script would).
+    saved = os.environ.get("CI")
+    os.environ["CI"] = "true"
+    try:
+        import openvino as ov
+    finally:
+        if saved is None:
+            del os.environ["CI"]
+        else:
+            os.environ["CI"] = saved
     return ov.Core()
 
 

@@ -5,6 +5,9 @@ the reason, as the adapters are then unavailable.
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,8 @@ import pytest
 from adapters import onnx_adapter as ox
 from normconf import reproduce
 from normconf.cases import load_text
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CASES = Path(__file__).resolve().parent.parent / "cases"
 ONNX_CASES = str(CASES / "onnx.yaml")
@@ -143,7 +148,8 @@ def test_a_missing_runtime_is_a_reason(monkeypatch):
 
 
 def test_openvino_reads_the_same_onnx_model():
-    pytest.importorskip("openvino")
+    if ox.OpenvinoAdapter().available():  # not importorskip: the adapter imports openvino its own way
+        pytest.skip(ox.OpenvinoAdapter().available())
     r = reproduce(ONNX_CASES, "group_norm_group_constant_weight_2x8x4x4", "openvino")
     assert r["status"] == "pass", r["reason"]
 
@@ -156,3 +162,18 @@ def test_float64_group_norm_at_mean_1e4_reaches_compute_precisions_last_resort()
     assert r["status"] == "expected", r["reason"]
     ex = r["explanation"]
     assert set(ex["causes"]) == {"compute_precision", "one_pass_variance"} and ex["params"]["implied"] is True
+
+
+def test_importing_openvino_sends_no_telemetry_and_forks_nothing():
+    """openvino's import starts its usage telemetry (a forked process posting to the network) unless
+    opted out: the adapter imports it with the CI opt-out, for the import alone."""
+    if ox.OpenvinoAdapter().available():
+        pytest.skip(ox.OpenvinoAdapter().available())
+    code = ("import os, time\nforks = []\nfork = os.fork\nos.fork = lambda: (forks.append(1), fork())[1]\n"
+            "from adapters.onnx_adapter import _openvino_core\n_openvino_core()\ntime.sleep(1)\n"
+            "import openvino_telemetry.main as tm\n"
+            "print(len(forks), os.environ.get('CI'), tm.Telemetry().consent)")
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "None", "False"]
