@@ -23,7 +23,7 @@ from .compare import compare, decimals, default_tolerance, fmt
 from .explain import explain
 from .inputs import generate
 from .known import Known
-from .margin import verdict_margin
+from .margin import correctly_rounded, verdict_margin
 from .records import Explanation, Metrics, Result, Status, as_ratio
 
 
@@ -212,6 +212,7 @@ def evaluate(case: Case, adapter: Adapter, known: Sequence[Known] = ()) -> Resul
     result.native = native
     failed, excused, stale = [], [], []
     native_matters: dict[str, bool] = {}  # per output: whether its verdict rests on the native comparison
+    rounded: set[str] = set()  # comparisons whose output is its reference correctly rounded (margin.correctly_rounded)
     for name in wanted:
         got = result.arrays[name]
         try:
@@ -219,6 +220,8 @@ def evaluate(case: Case, adapter: Adapter, known: Sequence[Known] = ()) -> Resul
         except ValueError as exc:
             return result.judged(Status.ERROR, f"output {name!r}: {exc}")
         ok = metrics.ok
+        if correctly_rounded(metrics, case.dtype):
+            rounded.add(name)
         if name in case.expect_values:
             vs = compare(np.asarray(case.expect_values[name]), got, case.dtype,
                          **values_tolerance(case, name, ctx.tolerance[name]))
@@ -228,6 +231,8 @@ def evaluate(case: Case, adapter: Adapter, known: Sequence[Known] = ()) -> Resul
             as_native = compare(variant[name], got, case.dtype, **ctx.tolerance[name])
             native_differs = not compare(variant[name], ctx.expected[name], case.dtype, **ctx.tolerance[name]).ok
             metrics.vs_native = as_native.against_native()
+            if correctly_rounded(as_native, case.dtype):
+                rounded.add(f"{name} (native)")
             # off and excused by the convention, or agreeing where the convention would not: either
             # way the verdict also rests on the comparison with the oracle under the convention
             native_matters[name] = (not ok and as_native.ok) or (ok and native_differs)
@@ -280,7 +285,7 @@ def evaluate(case: Case, adapter: Adapter, known: Sequence[Known] = ()) -> Resul
                              f"its mismatch ([{k['cause']}]) is seen on other machines and accepted too")
     assert result.status is not None  # every branch above judged it
     margin = verdict_margin(result.status, result.outputs, failed, excused, native_matters, entries,
-                            result.explanation)
+                            result.explanation, frozenset(rounded))
     result.margin, result.margin_output = margin["margin"], margin["margin_output"]
     result.verdict, result.strict = margin["verdict"], margin["strict"]
     return result

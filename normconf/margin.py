@@ -80,14 +80,17 @@ def margin(conditions) -> dict:
 
 
 def verdict_margin(status: Status, outputs: dict[str, Metrics], failed: list, excused: list, native_matters: dict,
-                   entries: list, explanation: Explanation | None) -> dict:
+                   entries: list, explanation: Explanation | None, rounded: frozenset[str] = frozenset()) -> dict:
     """The margin fields of a judged result (see :func:`margin`).
 
     ``outputs``: each output's metrics; ``failed``: the outputs off and not excused; ``excused``:
     ``(output, "native" | "known", text)`` of those excused; ``native_matters``: per output, whether
     its verdict also rests on the comparison with the oracle under the declared native convention;
     ``entries``: the known entries matching the result, in file order (the first naming an output
-    governs it); ``explanation``: the convention change that reproduces the output, if any.
+    governs it); ``explanation``: the convention change that reproduces the output, if any;
+    ``rounded``: the comparisons (``"y"``, ``"y (native)"``) whose output is its reference correctly
+    rounded to the dtype with half an ulp inside the tolerance (:func:`correctly_rounded`): another
+    machine cannot take them out, so nothing of their ratio moves.
 
     ``fail`` rests on its failing comparisons staying out (any one is enough: one condition, the one
     with the most room). ``pass``, ``expected`` and ``stale`` rest on every comparison keeping its
@@ -102,6 +105,7 @@ def verdict_margin(status: Status, outputs: dict[str, Metrics], failed: list, ex
     governing = {n: next((e for e in entries if e.covers(n)), None) for n in outputs}
     loose = {n for n, e in governing.items() if e is not None and e.platform_dependent}
     moves = _moves(outputs, explanation)
+    moves.update({n: 0.0 for n in rounded if n in outputs})
     if status is Status.FAIL:
         return margin([max((c for n in failed for c in _compared(n, outputs[n], moves.get(n))), key=Condition.room)])
     conditions, out = [], []
@@ -115,10 +119,32 @@ def verdict_margin(status: Status, outputs: dict[str, Metrics], failed: list, ex
             vs = metrics.vs_native
             assert vs is not None  # the engine sets native_matters only where it compared with the native oracle
             conditions.append(Condition(f"{name} (native)", "agree" if vs.ok else "differ", as_ratio(vs.ratio),
-                                        strict=name not in loose))
+                                        strict=name not in loose, moves=0.0 if f"{name} (native)" in rounded else None))
     if out:
         conditions.append(max(out, key=Condition.room))
     return margin(conditions)
+
+
+def correctly_rounded(metrics: Metrics, dtype: str) -> bool:
+    """Whether an output compared with ``metrics`` is its reference correctly rounded to ``dtype``
+    (every element within half an ulp) and half an ulp is well inside the tolerance everywhere
+    (u = 2^-p <= 0.9 rtol, and half the subnormal spacing <= atol). Such a comparison cannot go out
+    on another machine: an order of additions that moves the unrounded value can at most carry an
+    element across a rounding midpoint, where its error is still about half an ulp (its float32 or
+    float64 noise is orders of magnitude below a half-precision ulp). It matters where a case's
+    tolerance is a small multiple of u on purpose (rms_norm's cast-order cases, 1.25 u), where the
+    correctly rounded output itself stands at 0.8 of the tolerance.
+
+    >>> import dataclasses
+    >>> m = Metrics(1e-3, 1e-3, 0.49, [0], 1.0, 1.0, 0.78, 0, 0, 0, 1e-9, 1.25 * 2.0 ** -8, True)
+    >>> correctly_rounded(m, "bfloat16"), correctly_rounded(dataclasses.replace(m, max_ulp=0.51), "bfloat16")
+    (True, False)
+    """
+    from .compare import FORMATS
+
+    p, emin = FORMATS[dtype]
+    u, half_subnormal = 2.0 ** -p, 2.0 ** (emin - p)
+    return metrics.max_ulp <= 0.5 * (1 + 1e-6) and u <= 0.9 * metrics.rtol and half_subnormal <= 0.9 * metrics.atol
 
 
 def _moves(outputs: dict[str, Metrics], explanation: Explanation | None) -> dict[str, float]:

@@ -385,3 +385,24 @@ cases:
     assert r["verdict"] == "firm", r
     r = evaluate(c, Declared())
     assert r["status"] == "expected" and 1 < r["outputs"]["y"]["ratio"] < 2 and r["verdict"] == "firm"
+
+
+def test_a_correctly_rounded_output_near_its_tolerance_is_firm():
+    """rms_norm's cast-order cases have a tolerance of 1.25 u on purpose: a correctly rounded bfloat16
+    output stands at 0.8 of it, and no order of additions can take it further than half an ulp. One
+    that is a whole ulp off at the same ratio could move: it stays fragile."""
+    import dataclasses
+
+    from normconf.margin import correctly_rounded, verdict_margin
+    from normconf.records import Metrics, Status
+
+    rtol = 1.25 * 2.0 ** -8
+    exact = Metrics(3e-3, 3e-3, 0.4999, [0, 1], 1.0, 1.0, 0.78, 0, 0, 0, 1e-30, rtol, True)
+    one_ulp = Metrics(3e-3, 3e-3, 1.0, [0, 1], 1.0, 1.0, 0.78, 0, 0, 0, 1e-30, rtol, True)
+    assert correctly_rounded(exact, "bfloat16") and not correctly_rounded(one_ulp, "bfloat16")
+    assert not correctly_rounded(dataclasses.replace(exact, rtol=2.0 ** -8), "bfloat16")  # half an ulp may be out
+    judged = {name: verdict_margin(Status.PASS, {"y": m}, [], [], {}, [], None,
+                                   frozenset({"y"}) if correctly_rounded(m, "bfloat16") else frozenset())
+              for name, m in (("exact", exact), ("one_ulp", one_ulp))}
+    assert judged["exact"]["verdict"] == "firm" and judged["exact"]["margin"] == 0.78
+    assert judged["one_ulp"]["verdict"] == "fragile" and judged["one_ulp"]["strict"]
