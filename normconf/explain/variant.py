@@ -96,7 +96,7 @@ def distinct(*values: float, digits: int = 3) -> list[str]:
     of 1e-05"); up to 17, where every float64 is distinct.
 
     >>> distinct(1e-5, float(__import__("numpy").float32(1e-5)))
-    ['1e-05', '9.99999975e-06']
+    ['1e-05', '9.9999997e-06']
     >>> distinct(0.9, 0.1), distinct(1e-3, 1e-3)
     (['0.9', '0.1'], ['0.001', '0.001'])
     """
