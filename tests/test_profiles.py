@@ -181,3 +181,16 @@ def test_a_flip_under_a_platform_dependent_entry_is_accepted_and_an_edited_case_
     strict = dict(entry, platform_dependent=False)
     ref["results"][0]["known"], new["results"][0]["known"] = dict(strict, observed="mismatch"), None
     assert [x["case"] for x in profiles.compare(ref, new)["differing"]] == ["f/a"]
+
+
+def test_each_profile_compiles_its_own_torch_kernels(tmp_path, monkeypatch):
+    """Inductor's on-disk cache does not key on ATEN_CPU_CAPABILITY: a profile that reused the
+    default run's kernels got inf (avx2) or a C++ compile error (default). Each gets its own cache."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/shared/cache")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx512")
+    avx2 = profiles.Profile("torch-avx2", "doc", env={"ATEN_CPU_CAPABILITY": "avx2"})
+    default = profiles.Profile("default", "doc")
+    one, two = profiles.profile_env(avx2, tmp_path / "a"), profiles.profile_env(default, tmp_path / "b")
+    assert one["ATEN_CPU_CAPABILITY"] == "avx2" and "ATEN_CPU_CAPABILITY" not in two
+    assert one["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "a" / "inductor-cache")
+    assert two["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "b" / "inductor-cache")

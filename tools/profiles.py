@@ -143,6 +143,15 @@ def clean_env(extra: dict | None = None) -> dict:
     return env
 
 
+def profile_env(p: Profile, folder: Path) -> dict:
+    """The environment of profile ``p``'s pytest run into ``folder``: :func:`clean_env` with the
+    profile's variables, and a torch.compile kernel cache of its own. Inductor's on-disk cache does
+    not key on ATEN_CPU_CAPABILITY: a kernel built under AVX-512 and served under avx2 gave inf (under
+    `default`, a C++ compile error). A simulated machine, like a real one, starts without this
+    machine's kernels (README, "Simulated machines")."""
+    return clean_env({**p.env, "TORCHINDUCTOR_CACHE_DIR": str(folder / "inductor-cache")})
+
+
 def _above_avx2(name: str) -> bool:
     return name.upper().startswith(("AVX512", "X86_V4", "AMX"))
 
@@ -410,7 +419,7 @@ def run_pytest(p: Profile, folder: Path, base_cmd: list[str], adapters: str | No
     log = folder / "pytest.log"
     start = time.perf_counter()
     with open(log, "w", encoding="utf-8") as fh:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=clean_env(p.env))
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=profile_env(p, folder))
         done = threading.Event()
 
         def heartbeat():
