@@ -111,15 +111,16 @@ def y_records(ex, case: Case, inputs: dict, reproduced: dict):
     return recs
 
 
-def _slice_fit(ex, case: Case, inputs: dict):
-    """``(ratio, arrays)`` of the per-slice fit y ~ k (x - mean) + c, or None when it does not
-    reproduce y within tolerance plus the output's own rounding."""
-    p, x = case.params, ex.x
+def implied_fit(case: Case, inputs: dict, x: np.ndarray, y: np.ndarray, eps: float) -> tuple:
+    """The per-slice fit y ~ k (x - mean) + c of an output ``y`` of ``x`` (the weight and bias taken
+    off): ``(forward, ax, back, xs, mean, dev, var, var_b, z, finite, nan_slice, zz, zbar, k, model,
+    var_impl)``, where ``var_impl = 1 / k^2 - eps`` is the variance the output implies per slice
+    (inf where k <= 0), ``var`` the case's and ``var_b`` the biased one of ``x``."""
     forward, ax, back = geometry(case, x)
     xs = forward(x)
-    mean, dev, var = oracle._moments(xs, ax, oracle.DDOF[p["variance"]])
+    mean, dev, var = oracle._moments(xs, ax, oracle.DDOF[case.params["variance"]])
     _, _, var_b = oracle._moments(xs, ax, 0)
-    z = forward(unaffine(case, inputs, ex.actual["y"]))
+    z = forward(unaffine(case, inputs, y))
     with np.errstate(all="ignore"):
         finite = np.isfinite(z)
         nan_slice = ~finite.all(axis=ax, keepdims=True)
@@ -127,8 +128,18 @@ def _slice_fit(ex, case: Case, inputs: dict):
         zbar = zz.mean(axis=ax, keepdims=True)
         k = (dev * (zz - zbar)).sum(axis=ax, keepdims=True) / (dev * dev).sum(axis=ax, keepdims=True)
         model = np.where(nan_slice, z, k * dev + zbar)
+        var_impl = np.where(k > 0, 1.0 / (k * k) - eps, np.inf)
+    return forward, ax, back, xs, mean, dev, var, var_b, z, finite, nan_slice, zz, zbar, k, model, var_impl
+
+
+def _slice_fit(ex, case: Case, inputs: dict):
+    """``(ratio, arrays)`` of the per-slice fit y ~ k (x - mean) + c, or None when it does not
+    reproduce y within tolerance plus the output's own rounding."""
+    p = case.params
+    (forward, ax, back, xs, mean, dev, var, var_b, z, finite, nan_slice, zz, zbar, k, model,
+     var_impl) = implied_fit(case, inputs, ex.x, ex.actual["y"], p["eps"])
+    with np.errstate(all="ignore"):
         zero = (np.abs(zz).max(axis=ax, keepdims=True) == 0) & ~nan_slice & (var > 0)
-        var_impl = np.where(k > 0, 1.0 / (k * k) - p["eps"], np.inf)
         dm = np.where(k > 0, -zbar / k, np.nan)
         # the intercept's own noise in units of x: the output's rounding (u of the case dtype per
         # element, at most u max|y| on a slice's mean), twice for safety, over the slope

@@ -25,8 +25,8 @@ from ... import oracle
 from ...cases import rms_eps
 from ...compare import UNIT
 from ..arith import Arith, low_precision, one_pass, with_moments
-from ..bounds import c_pairwise
-from ..geometry import STAT_OPS, affine, geometry, unaffine
+from ..bounds import c_pairwise, implied_fit
+from ..geometry import STAT_OPS, affine, unaffine
 from ..rms import low_precision_square_mean, scaled
 from ..variant import Variant, ratio, tol
 from .weight_offset import OFFSETS
@@ -189,19 +189,8 @@ def fallback(ex) -> Variant | None:
             or ex.bad != ["y"] or not float32_valued(ex)):
         return None
     x32 = np.asarray(ex.x, dtype=np.float32).astype(np.float64)
-    forward, ax, back = geometry(case, x32)
-    xs = forward(x32)
-    mean, dev, var = oracle._moments(xs, ax, oracle.DDOF[p["variance"]])
-    _, _, var_b = oracle._moments(xs, ax, 0)
-    z = forward(unaffine(case, ex.inputs, ex.actual["y"]))
-    with np.errstate(all="ignore"):
-        finite = np.isfinite(z)
-        nan_slice = ~finite.all(axis=ax, keepdims=True)
-        zz = np.where(finite, z, 0.0)
-        zbar = zz.mean(axis=ax, keepdims=True)
-        k = (dev * (zz - zbar)).sum(axis=ax, keepdims=True) / (dev * dev).sum(axis=ax, keepdims=True)
-        model = np.where(nan_slice, z, k * dev + zbar)
-        var_impl = np.where(k > 0, 1.0 / (k * k) - float(np.float32(p["eps"])), np.inf)
+    (forward, ax, back, xs, mean, dev, var, var_b, z, finite, nan_slice, zz, zbar, k, model,
+     var_impl) = implied_fit(case, ex.inputs, x32, ex.actual["y"], float(np.float32(p["eps"])))
     n = int(np.prod([xs.shape[a] for a in ax]))
     u, c = UNIT["float32"], c_pairwise(n)
     ex2 = mean * mean + var_b
