@@ -141,7 +141,7 @@ class TorchOnnxAdapter(TorchAdapter):
         module = self.module(case, inputs)
         x = self.tensor(inputs["x"], case)
         start = time.perf_counter()
-        with _torchlib_registry_once():
+        with _exporter_tables_once():
             program = torch.onnx.export(module, (x,), dynamo=True, verbose=False)
         assert program is not None  # dynamo=True always returns the program
         model = program.model_proto.SerializeToString()
@@ -270,23 +270,51 @@ def _has_affine(inputs) -> bool:
     return inputs.get("weight") is not None or inputs.get("bias") is not None
 
 
-#: The exporter's registries of torchlib functions, per (class, opset): see _torchlib_registry_once.
+#: What the exporter rebuilds at every call, built once per process (see _exporter_tables_once): the
+#: registries of torchlib functions per (class, opset), and the decomposition tables per operator set.
 _REGISTRIES: dict[tuple, object] = {}
+_TABLES: dict[tuple, object] = {}
+
+
+def _cia_key() -> tuple:
+    """What the set of CompositeImplicitAutograd ops torch.export preserves depends on: the operator
+    namespaces and the C++ dispatcher's CIA registrations (a library registering an op changes them)."""
+    import torch
+
+    return (tuple(torch.ops._dir),
+            tuple(sorted(torch._C._dispatch_get_registrations_for_dispatch_key("CompositeImplicitAutograd"))))
 
 
 @contextlib.contextmanager
-def _torchlib_registry_once():
-    """While it is open, torch.onnx.export builds its registry of torchlib functions once per opset
-    instead of at every call, where it is 70% of an export's time (2.4 of 3.4 s, profiled on the
-    machine of docs/adapters.md): ``ONNXRegistry.from_torchlib`` reads the source of ~500 onnxscript
-    functions each time, always to the same registry, which the export only reads. The export is
-    otherwise the public call, its bytes the same (tests/test_torch_onnx.py compares them). A torch
-    without that internal exports the slow way."""
+def _exporter_tables_once():
+    """While it is open, torch.onnx.export builds the tables it only reads once per process instead of
+    at every call; they were 80% of an export's time. Each table is rebuilt when what it is a function of
+    changes:
+
+    - ``ONNXRegistry.from_torchlib``: the registry of ~500 onnxscript functions, read from their
+      source each time (2.4 of 3.4 s per export before this cache, profiled on the machine of
+      docs/adapters.md), per opset;
+    - ``_collect_all_valid_cia_ops``: torch.export's walk over every operator namespace, which
+      materializes all CIA ops once per namespace (0.16 s per export), keyed by the namespaces and the
+      dispatcher's CIA registrations (torch does not cache it because a library can register ops:
+      the key sees that);
+    - ``create_onnx_friendly_decomposition_table``: the decompositions for ops without an ONNX
+      function (0.09 s), per registered-op set and size of torch's decomposition tables; each call
+      gets its own copy of the dict.
+
+    The export is otherwise the public call, its bytes the same (tests/test_torch_onnx.py compares
+    them for every op). A torch without these internals exports the slow way."""
     try:
-        from torch.onnx._internal.exporter import _registration
+        import torch._decomp
+        import torch.export.decomp_utils as decomp_utils
+        import torch.export.exported_program as exported_program
+        from torch.onnx._internal.exporter import _decomp, _registration
 
         original = _registration.ONNXRegistry.__dict__["from_torchlib"]
-    except (ImportError, KeyError):
+        collect = exported_program._collect_all_valid_cia_ops
+        table = _decomp.create_onnx_friendly_decomposition_table
+        assert decomp_utils._collect_all_valid_cia_ops is collect
+    except (ImportError, KeyError, AttributeError, AssertionError):
         yield
         return
 
@@ -296,11 +324,27 @@ def _torchlib_registry_once():
             _REGISTRIES[key] = original.__func__(cls, *args, **kwargs)
         return _REGISTRIES[key]
 
+    def collect_once():
+        key = ("cia", _cia_key())
+        if key not in _TABLES:
+            _TABLES[key] = frozenset(collect())
+        return set(_TABLES[key])
+
+    def table_once(onnx_registered_ops):
+        key = ("decomp", frozenset(onnx_registered_ops), len(torch._decomp.decomposition_table), _cia_key())
+        if key not in _TABLES:
+            _TABLES[key] = table(onnx_registered_ops)
+        return dict(_TABLES[key])
+
     _registration.ONNXRegistry.from_torchlib = classmethod(from_torchlib)
+    exported_program._collect_all_valid_cia_ops = decomp_utils._collect_all_valid_cia_ops = collect_once
+    _decomp.create_onnx_friendly_decomposition_table = table_once
     try:
         yield
     finally:
         _registration.ONNXRegistry.from_torchlib = original
+        exported_program._collect_all_valid_cia_ops = decomp_utils._collect_all_valid_cia_ops = collect
+        _decomp.create_onnx_friendly_decomposition_table = table
 
 
 def _session(model: bytes, dtype: str):

@@ -1,5 +1,5 @@
 """The torch-onnx-ort adapter: PyTorch modules exported with torch.onnx.export (dynamo) and run by ONNX
-Runtime. Each export costs most of a second, so the tests export three models in all."""
+Runtime. Each export costs most of a second, so the tests export twenty models in all."""
 from __future__ import annotations
 
 import importlib.util
@@ -120,14 +120,54 @@ def test_a_case_outside_the_deploy_subset_makes_no_item_without_all_cases(pytest
     assert [i.name for i in items] == ["sub/tagged[torch-onnx-ort]"]
 
 
+MODULES = """\
+cases:
+  - id: m
+    op: {op}
+    input: {{shape: {shape}, dtype: {dtype}}}
+    params: {params}
+"""
+
+
 @needs_export
-def test_the_registry_built_once_exports_the_bytes_of_the_plain_call():
+@pytest.mark.parametrize("op,shape,dtype,params", [
+    ("instance_norm", [2, 3, 4, 4], "float32", "{}"),
+    ("batch_norm", [4, 3, 5], "float16", "{training: false, running_mean: {generator: {dist: normal, seed: 1}}}"),
+    ("layer_norm", [2, 3, 4], "float64", "{axes: [2], weight: {generator: {dist: normal, seed: 2}}}"),
+    ("group_norm", [2, 4, 3], "float32", "{groups: 2}"),
+    ("rms_norm", [2, 3, 8], "float32", "{axes: [2], weight: {generator: {dist: normal, seed: 3}}}"),
+])
+def test_the_tables_built_once_export_the_bytes_of_the_plain_call(op, shape, dtype, params, monkeypatch):
+    """Every op's module, exported plainly and then twice with the exporter's tables built once (the
+    second export served from the caches, building none): the same bytes each time."""
     import torch
+    import torch.export.decomp_utils as decomp_utils
+    import torch.export.exported_program as exported_program
+    from torch.onnx._internal.exporter import _decomp
 
-    from adapters.torch_onnx_adapter import _torchlib_registry_once
+    from adapters.torch_onnx_adapter import _exporter_tables_once
+    from normconf.inputs import generate
 
-    module, x = torch.nn.GroupNorm(2, 4).eval(), torch.randn(2, 4, 3)
-    plain = torch.onnx.export(module, (x,), dynamo=True, verbose=False).model_proto.SerializeToString()
-    with _torchlib_registry_once():
-        once = torch.onnx.export(module, (x,), dynamo=True, verbose=False).model_proto.SerializeToString()
-    assert once == plain
+    built = []  # the tables the originals built, counted under the names the exporter calls
+    collect, table = exported_program._collect_all_valid_cia_ops, _decomp.create_onnx_friendly_decomposition_table
+    monkeypatch.setattr(exported_program, "_collect_all_valid_cia_ops", lambda: built.append("cia") or collect())
+    monkeypatch.setattr(decomp_utils, "_collect_all_valid_cia_ops", exported_program._collect_all_valid_cia_ops)
+    monkeypatch.setattr(_decomp, "create_onnx_friendly_decomposition_table",
+                        lambda ops: built.append("decomp") or table(ops))
+
+    case = cases(MODULES.format(op=op, shape=shape, dtype=dtype, params=params))["m"]
+    adapter = TorchOnnxAdapter()
+    inputs = generate(case)
+    module, x = adapter.module(case, inputs), adapter.tensor(inputs["x"], case)
+
+    def export() -> bytes:
+        return torch.onnx.export(module, (x,), dynamo=True, verbose=False).model_proto.SerializeToString()
+
+    plain = export()
+    assert set(built) == {"cia", "decomp"}
+    with _exporter_tables_once():
+        once = export()
+        before = len(built)
+        again = export()
+    assert once == plain and again == plain
+    assert len(built) == before  # the second export built no table
