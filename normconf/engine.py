@@ -48,15 +48,19 @@ class CaseContext:
         if key in self._variants:
             return self._variants[key]
         outputs = oracle.reference(self.case.with_params(**changes), self.inputs)
-        if _nbytes(outputs) <= VARIANT_CACHE_BYTES:
+        size = _nbytes(outputs)
+        if size <= VARIANT_CACHE_BYTES:
             self._variants[key] = outputs
-            self.nbytes += _nbytes(outputs)
+            self.nbytes += size
+            if _CONTEXTS.get((self.case.file, self.case.id)) is self:
+                _HELD[0] += size
         return outputs
 
 
 #: Oracle variants larger than this are not kept (see :meth:`CaseContext.variant`).
 VARIANT_CACHE_BYTES = 64 << 20
 _CONTEXTS: dict[tuple[str, str], CaseContext] = {}  # oldest first
+_HELD = [0]  # bytes of the contexts in _CONTEXTS, kept as they come and go (summing them per item cost 7% of a run)
 #: Bytes of arrays the context cache may hold; beyond it the least recently used contexts are dropped
 #: (never the one in use). A case's items run one after the other (serially, and within an xdist
 #: group), so this costs no recomputation, and 1 GiB inputs do not pile up case after case.
@@ -76,12 +80,20 @@ def _nbytes(value) -> int:
 def _evict(keep: tuple[str, str] | None, incoming: int = 0) -> None:
     """Drop the least recently used contexts (never ``keep``) until the cache and ``incoming``
     bytes fit in the budget."""
-    total = sum(c.nbytes for c in _CONTEXTS.values()) + incoming
+    if _HELD[0] + incoming <= CONTEXT_BUDGET:
+        return
     for k in list(_CONTEXTS):
-        if total <= CONTEXT_BUDGET:
+        if _HELD[0] + incoming <= CONTEXT_BUDGET:
             break
         if k != keep:
-            total -= _CONTEXTS.pop(k).nbytes
+            _HELD[0] -= _CONTEXTS.pop(k).nbytes
+
+
+def _drop(key: tuple[str, str]) -> CaseContext | None:
+    ctx = _CONTEXTS.pop(key, None)
+    if ctx is not None:
+        _HELD[0] -= ctx.nbytes
+    return ctx
 
 
 def context(case: Case) -> CaseContext:
@@ -92,13 +104,14 @@ def context(case: Case) -> CaseContext:
     if ctx is not None:
         _CONTEXTS[key] = ctx  # most recently used last
     if ctx is None or ctx.case is not case and ctx.case.raw != case.raw:
+        _drop(key)
         # x (and its steps) and y in float64: make room before drawing, not after
         _evict(keep=None, incoming=8 * int(np.prod(case.shape)) * (2 + case.params.get("steps", 1)))
         try:
             inputs = generate(case)
         except CaseError as exc:  # found only when drawing (values that overflow the dtype): every
             ctx = _CONTEXTS[key] = CaseContext(case, {}, {}, 1.0, {}, problem=str(exc))  # item says so
-            return ctx
+            return ctx  # (it holds no array)
         expected = oracle.reference(case, inputs)
         kappa = oracle.condition(case, inputs)
         tolerance = {name: dict(case.tolerance) if case.tolerance else default_tolerance(case.dtype, kappa, name)
@@ -110,6 +123,7 @@ def context(case: Case) -> CaseContext:
         ctx.nbytes = _nbytes([inputs, expected])
         ctx.problem = _check_values(case, expected, tolerance)
         _CONTEXTS[key] = ctx
+        _HELD[0] += ctx.nbytes
     _evict(keep=key)
     return ctx
 
@@ -127,7 +141,7 @@ class _DefaultsView:
 
 
 def forget(case: Case) -> None:
-    _CONTEXTS.pop((case.file, case.id), None)
+    _drop((case.file, case.id))
 
 
 def values_tolerance(case: Case, name: str, tolerance: dict) -> dict:

@@ -214,6 +214,10 @@ def test_context_cache_drops_old_cases_beyond_its_budget(monkeypatch):
     assert context(cases[3]) is first[3]  # cached
     assert context(cases[0]) is not first[0]  # recomputed after being dropped
     assert np.array_equal(context(cases[0]).expected["y"], first[0].expected["y"])
+    # the bytes held are counted as contexts come, grow (a variant) and go, never summed per item
+    context(cases[0]).variant({"eps": 1e-3})
+    forget(cases[3])
+    assert engine._HELD[0] == sum(c.nbytes for c in engine._CONTEXTS.values())
     for case in cases:
         forget(case)
 
