@@ -18,8 +18,11 @@ Every op the eager adapter has runs compiled: a twin whose compiled function was
 raises instead of returning the eager numbers. Compiled functions are cached per signature (op,
 shape, dtype, layout, the parameters that change the graph, and which arrays are present), at most
 :data:`CACHE_SIZE` per adapter instance; ``compilations`` counts the framework's own compilations
-(dynamo graphs, JAX traces, TensorFlow traces). The twins run the cases tagged ``compiled`` by
-default (``default_subset``); ``pytest --all-cases`` runs them on every case.
+(dynamo graphs, JAX traces, TensorFlow traces). By default (``default_subset``) ``jax-jit`` and
+``tensorflow-xla`` run the cases tagged ``compiled`` (12: a tenth of a second to a second each), and
+``torch-compile`` those of them also tagged ``inductor`` (6), because on a cold kernel cache Inductor costs
+about 12 s for its first compilation in a process and 1 to 2.5 s for each case after it (a C++ build per
+kernel); ``pytest --all-cases`` runs them on every case.
 """
 from __future__ import annotations
 
@@ -44,6 +47,8 @@ from .torch_adapter import TorchAdapter
 #: cases, each a compiled kernel or executable; past this the oldest (torch: all) are dropped.
 CACHE_SIZE = 256
 SUBSET = ("compiled",)
+#: torch-compile's default cases: those of SUBSET also tagged ``inductor`` (see the module's docstring).
+INDUCTOR_SUBSET = ("inductor",)
 #: The case parameters that hold arrays (normconf.cases.ARRAY_PARAMS): data, not graph.
 ARRAY_PARAMS = ("weight", "bias", "running_mean", "running_var", "grad_output")
 
@@ -152,6 +157,7 @@ class TorchCompileAdapter(_Compiled, TorchAdapter):
     module step compiled as ``torch.compile(model)`` compiles it."""
 
     name = "torch-compile"
+    default_subset = INDUCTOR_SUBSET
 
     def __init__(self):
         super().__init__()

@@ -34,7 +34,7 @@ def test_twins_are_registered_after_their_eager_adapters_with_the_compiled_subse
     for twin, eager in TWINS.items():
         assert names.index(twin) > names.index(eager)
         adapter = registry()[twin]
-        assert adapter.default_subset == ("compiled",)
+        assert adapter.default_subset == (("inductor",) if twin == "torch-compile" else ("compiled",))
         assert type(adapter).__mro__[2] is type(registry()[eager])  # _Compiled, then the eager adapter
         # every op the eager adapter runs, the twin runs (inherited op methods, rms_norm included)
         assert [op for op in OPS if adapter.implements(op)] == \
@@ -131,6 +131,23 @@ def _collected(tmp_path, *extra):
                           f"--cases={tmp_path / 'two.yaml'}", str(tmp_path / "two.yaml"),
                           "--adapters", "jax-jit", *extra], cwd=ROOT, capture_output=True, text=True)
     return [line for line in out.stdout.splitlines() if "::" in line]
+
+
+def test_torch_compiles_default_cases_are_some_of_the_other_twins_covering_its_module_step_and_backward():
+    """torch-compile's `inductor` cases (its compilations cost seconds each) are a part of the `compiled`
+    ones the other twins run, and still take Inductor through a module's running statistics (batch
+    norm, float64 among them), a backward (rms_norm with gradients) and half-precision group norm."""
+    from normconf.cases import load_paths
+
+    shipped, errors = load_paths([ROOT / "cases"])
+    assert not errors
+    inductor = [c for c in shipped if "inductor" in c.tags]
+    assert inductor and all("compiled" in c.tags for c in inductor)
+    assert len(inductor) < len([c for c in shipped if "compiled" in c.tags])
+    assert {c.op for c in inductor} >= {"batch_norm", "rms_norm", "group_norm"}
+    assert any(c.op == "batch_norm" and c.params["training"] and c.dtype == "float64" for c in inductor)
+    assert any(c.params.get("grad") for c in inductor)
+    assert {c.dtype for c in inductor} >= {"float16", "bfloat16", "float32", "float64"}
 
 
 def test_untagged_cases_get_items_only_with_all_cases(tmp_path):
