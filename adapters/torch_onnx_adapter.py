@@ -288,18 +288,18 @@ def _cia_key() -> tuple:
 @contextlib.contextmanager
 def _exporter_tables_once():
     """While it is open, torch.onnx.export builds the tables it only reads once per process instead of
-    at every call; they were 80% of an export's time. Each table is rebuilt when what it is a function of
-    changes:
+    at every call (the deploy subset's 42 exports: 13.0 s with the registry alone cached, 9.8 s with all
+    three). Each table is rebuilt when what it is a function of changes:
 
     - ``ONNXRegistry.from_torchlib``: the registry of ~500 onnxscript functions, read from their
       source each time (2.4 of 3.4 s per export before this cache, profiled on the machine of
       docs/adapters.md), per opset;
     - ``_collect_all_valid_cia_ops``: torch.export's walk over every operator namespace, which
-      materializes all CIA ops once per namespace (0.16 s per export), keyed by the namespaces and the
+      materializes all CIA ops once per namespace, keyed by the namespaces and the
       dispatcher's CIA registrations (torch does not cache it because a library can register ops:
       the key sees that);
     - ``create_onnx_friendly_decomposition_table``: the decompositions for ops without an ONNX
-      function (0.09 s), per registered-op set and size of torch's decomposition tables; each call
+      function, per registered-op set and size of torch's decomposition tables; each call
       gets its own copy of the dict.
 
     The export is otherwise the public call, its bytes the same (tests/test_torch_onnx.py compares

@@ -60,7 +60,7 @@ class CaseContext:
 #: Oracle variants larger than this are not kept (see :meth:`CaseContext.variant`).
 VARIANT_CACHE_BYTES = 64 << 20
 _CONTEXTS: dict[tuple[str, str], CaseContext] = {}  # oldest first
-_HELD = [0]  # bytes of the contexts in _CONTEXTS, kept as they come and go (summing them per item cost 7% of a run)
+_HELD = [0]  # bytes of the contexts in _CONTEXTS, counted as they come and go, not summed at every item
 #: Bytes of arrays the context cache may hold; beyond it the least recently used contexts are dropped
 #: (never the one in use). A case's items run one after the other (serially, and within an xdist
 #: group), so this costs no recomputation, and 1 GiB inputs do not pile up case after case.
